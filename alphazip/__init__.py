@@ -1,0 +1,15 @@
+"""alphazip: lossless compression with a language model as the predictor.
+
+>>> blob = alphazip.compress(data, backend="brotli")
+>>> assert alphazip.decompress(blob) == data
+"""
+
+from .api import Compressor, Decompressor, Settings, compress, decompress, describe
+from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError,
+                     UnsupportedFormatError)
+
+__version__ = "0.1.0"
+__all__ = [
+    "AlphazipError", "BadArchiveError", "ChecksumError", "Compressor", "Decompressor", "ModelMismatchError",
+    "ModelNotFoundError", "Settings", "UnsupportedFormatError", "compress", "decompress", "describe",
+]

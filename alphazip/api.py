@@ -1,0 +1,277 @@
+"""The library API: reusable compressor and decompressor objects, and one-call wrappers.
+
+``compress(data)`` is equivalent to ``Compressor().compress(data)``; the objects keep their
+model loaded, so repeated calls pay the load once.
+"""
+
+import contextlib
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from . import container
+from .backends import get_backend
+from .container import Archive, Header
+from .errors import BadArchiveError, ChecksumError, ModelMismatchError
+from .model import DEFAULT_MODEL, LanguageModel
+from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
+
+ENGINE = "transformers-step"  # lockstep KV-cache stepping through transformers
+DEFAULT_TOP_K = 255
+DEFAULT_CONTEXT = 1024
+DEFAULT_BATCH = 16
+DEFAULT_DTYPE = "float32"
+# Share of bytes that are invalid UTF-8 or control characters above which data is called binary.
+BINARY_SHARE = 0.10
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes the bitstream of a packed archive."""
+
+    backend: str = "brotli"
+    model: str = DEFAULT_MODEL
+    top_k: int = DEFAULT_TOP_K  # ranks below this are symbols; others are escaped
+    context: int = DEFAULT_CONTEXT  # tokens per chunk
+    batch: int = DEFAULT_BATCH  # chunks stepped together
+    dtype: str = DEFAULT_DTYPE
+    mode: str = "auto"  # "auto": model unless the data looks binary, smaller of model/raw; or "model"/"raw"
+
+    def __post_init__(self):
+        get_backend(self.backend)  # fails early, naming the known back-ends
+        if not 1 <= self.top_k <= 1 << 20:
+            raise ValueError(f"top-k must be between 1 and {1 << 20}, not {self.top_k}")
+        if self.context < 1 or self.batch < 1:
+            raise ValueError("context and batch must be at least 1")
+        if self.mode not in ("auto", "model", "raw"):
+            raise ValueError(f"mode must be auto, model or raw, not {self.mode!r}")
+
+
+class ModelCache:
+    """Loaded models by (spec, dtype), so that a process loads each model once."""
+
+    def __init__(self):
+        self._models: dict[tuple[str, str], LanguageModel] = {}
+
+    def get(self, spec: str, dtype: str, log=lambda message: None) -> LanguageModel:
+        key = (spec, dtype)
+        if key not in self._models:
+            self._models[key] = LanguageModel.load(spec, dtype, log)
+        return self._models[key]
+
+    def add(self, model: LanguageModel) -> None:
+        """Register an already-built model (tests build tiny ones) under its name."""
+        self._models[(model.name, model.dtype)] = model
+
+
+MODELS = ModelCache()
+
+
+class Compressor:
+    """Packs bytes into .az archives with fixed settings; keeps its model between calls."""
+
+    def __init__(self, settings: Settings | None = None, models: ModelCache = MODELS, **overrides):
+        self.settings = Settings(**overrides) if settings is None else settings
+        self.models = models
+
+    def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
+        """The archive of ``data``; ``progress`` is called with (tokens done, tokens in all)."""
+        settings = self.settings
+        backend = get_backend(settings.backend)
+        raw = _raw_archive(data, settings.backend, backend.encode(np.frombuffer(data, np.uint8), 256))
+        if settings.mode == "raw" or (settings.mode == "auto" and looks_binary(data)):
+            return container.write(raw)
+        model = self.models.get(settings.model, settings.dtype)
+        packed = self.pack_with_model(data, model, progress)
+        if settings.mode == "auto" and _payload_size(raw) <= _payload_size(packed):
+            return container.write(raw)
+        return container.write(packed)
+
+    def pack_with_model(self, data: bytes, model: LanguageModel, progress: Progress | None = None,
+                        scores: Scores | None = None) -> Archive:
+        """The model-mode archive of ``data`` (``scores`` may be reused from an earlier pass)."""
+        s = self.settings
+        chunks = split_chunks(model.tokenizer.encode(data), s.context)
+        if scores is None:
+            scores = score_chunks(model, chunks, s.batch, progress)
+        symbols, escapes = symbolize(chunks, scores.ranks, s.top_k)
+        backend = get_backend(s.backend)
+        header = Header(
+            mode="model", backend=s.backend, model=model.name, model_fingerprint=model.fingerprint,
+            dtype=model.dtype, engine=ENGINE, top_k=s.top_k, context=s.context, batch=s.batch,
+            threads=torch.get_num_threads(), versions=library_versions())
+        streams = [backend.encode(symbols, s.top_k + 1), backend.encode(escapes, model.tokenizer.id_space)]
+        crcs = [zlib.crc32(model.tokenizer.decode(chunk)) for chunk in chunks]
+        return Archive(header, [len(c) for c in chunks], crcs, streams, *container.original_identity(data))
+
+
+class Decompressor:
+    """Unpacks .az archives; loads (and keeps) whatever model each archive names."""
+
+    def __init__(self, model: str | None = None, models: ModelCache = MODELS):
+        self.model_override = model  # a path or name to use instead of the one recorded
+        self.models = models
+
+    def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
+        """The original bytes of archive ``blob``, verified against every recorded checksum.
+
+        ``progress`` is called with (tokens done, tokens in all) as decoding goes on.
+        """
+        archive = container.read(blob)
+        header = archive.header
+        backend = _backend_of(header)
+        if header.mode == "raw":
+            data = _bytes_of(backend.decode(_only_stream(archive), 256))
+        else:
+            model = self.models.get(self.model_override or header.model, header.dtype)
+            data = self.decode_with_model(archive, model, progress)
+        if container.original_identity(data) != (archive.original_size, archive.original_sha256):
+            raise ChecksumError("decoded data does not match the archive's SHA-256")
+        return data
+
+    def decode_with_model(self, archive: Archive, model: LanguageModel, progress: Progress | None = None) -> bytes:
+        """Decode a model-mode archive with ``model``, checking every chunk's CRC-32."""
+        header = archive.header
+        _check_model(header, model)
+        symbols, escapes = _read_symbol_streams(archive, model)
+        with torch_threads(header.threads):
+            chunks = decode_chunks(model, symbols, escapes, header.top_k, header.batch, progress)
+        pieces = []
+        for index, (chunk, crc) in enumerate(zip(chunks, archive.chunk_crcs)):
+            try:
+                piece = model.tokenizer.decode(chunk)
+            except BadArchiveError:  # a wrong rank picked a special token: same failure
+                piece = None
+            if piece is None or zlib.crc32(piece) != crc:
+                raise ChecksumError(f"chunk {index} of {len(chunks)} fails its CRC-32{_setup_difference(header)}")
+            pieces.append(piece)
+        return b"".join(pieces)
+
+
+def symbolize(chunks: list[np.ndarray], ranks: list[np.ndarray], top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One symbol per token (its rank, or ``top_k`` = escape) and the escaped ids, in order."""
+    if not chunks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    tokens, all_ranks = np.concatenate(chunks), np.concatenate(ranks)
+    escaped = (all_ranks < 0) | (all_ranks >= top_k)
+    return np.where(escaped, top_k, all_ranks), tokens[escaped]
+
+
+def looks_binary(data: bytes) -> bool:
+    """True when over ``BINARY_SHARE`` of the bytes are invalid UTF-8 or control characters."""
+    if not data:
+        return False
+    text = data.decode("utf-8", "surrogateescape")
+    odd = sum(1 for char in text if ord(char) < 32 and char not in "\t\n\r\f\v" or 0xDC80 <= ord(char) <= 0xDCFF)
+    return odd > BINARY_SHARE * len(text)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run with ``count`` torch threads (0 = leave as is), restoring the caller's setting."""
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def library_versions() -> dict:
+    """Versions of the libraries whose kernels shape the logits."""
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _raw_archive(data: bytes, backend: str, payload: bytes) -> Archive:
+    return Archive(Header(mode="raw", backend=backend), [], [], [payload], *container.original_identity(data))
+
+
+def _payload_size(archive: Archive) -> int:
+    return sum(map(len, archive.streams)) + 8 * len(archive.chunk_tokens)
+
+
+def _backend_of(header: Header):
+    try:
+        return get_backend(header.backend)
+    except ValueError:
+        raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
+
+
+def _only_stream(archive: Archive) -> bytes:
+    if len(archive.streams) != 1 or archive.chunk_tokens:
+        raise BadArchiveError("raw archive must hold exactly one stream and no chunks")
+    return archive.streams[0]
+
+
+def _bytes_of(symbols: np.ndarray) -> bytes:
+    return symbols.astype(np.uint8).tobytes()
+
+
+def _check_model(header: Header, model: LanguageModel) -> None:
+    if header.engine != ENGINE:
+        raise ModelMismatchError(f"archive needs inference engine {header.engine!r}; this build has {ENGINE!r}")
+    if header.model_fingerprint != model.fingerprint:
+        raise ModelMismatchError(
+            f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
+            f"not {model.name!r} ({model.fingerprint[:12]})")
+
+
+def _read_symbol_streams(archive: Archive, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Decode both payloads and split them per chunk, checking that their counts agree."""
+    header, backend = archive.header, _backend_of(archive.header)
+    if len(archive.streams) != 2:
+        raise BadArchiveError(f"model archive must hold 2 streams, not {len(archive.streams)}")
+    symbols = backend.decode(archive.streams[0], header.top_k + 1)
+    escapes = backend.decode(archive.streams[1], model.tokenizer.id_space)
+    if len(symbols) != sum(archive.chunk_tokens):
+        raise BadArchiveError(f"archive holds {len(symbols)} symbols but its chunk table {sum(archive.chunk_tokens)}")
+    ranked = symbols[symbols != header.top_k]
+    if ranked.size and int(ranked.max()) >= model.logits_size:
+        raise BadArchiveError(f"archive holds rank {int(ranked.max())}, beyond the model's {model.logits_size} tokens")
+    escape_at = np.flatnonzero(symbols == header.top_k)
+    if len(escape_at) != len(escapes):
+        raise BadArchiveError(f"archive holds {len(escapes)} escaped ids for {len(escape_at)} escapes")
+    bounds = np.cumsum(archive.chunk_tokens)[:-1]
+    per_chunk_symbols = np.split(symbols, bounds)
+    per_chunk_escapes = np.split(escapes, np.searchsorted(escape_at, bounds))
+    return per_chunk_symbols, per_chunk_escapes
+
+
+def _setup_difference(header: Header) -> str:
+    here = library_versions()
+    changed = [f"{name} {header.versions.get(name)} -> {here[name]}" for name in here
+               if header.versions.get(name) != here[name]]
+    return f" (packed with other libraries: {', '.join(changed)})" if changed else ""
+
+
+def compress(data: bytes, backend: str = "brotli", **settings) -> bytes:
+    """Equivalent to ``Compressor(backend=backend, **settings).compress(data)``."""
+    return Compressor(backend=backend, **settings).compress(data)
+
+
+def decompress(blob: bytes, model: str | None = None) -> bytes:
+    """Equivalent to ``Decompressor(model).decompress(blob)``."""
+    return Decompressor(model).decompress(blob)
+
+
+def describe(blob: bytes) -> dict:
+    """What an archive holds, without decoding it: settings, chunks, sizes and ratio."""
+    archive = container.read(blob)
+    header = archive.header
+    size = archive.original_size
+    facts = {"format": f"alphazip v{container.FORMAT_VERSION}", "mode": header.mode, "backend": header.backend}
+    if header.mode == "model":
+        facts |= {"model": header.model, "fingerprint": header.model_fingerprint, "dtype": header.dtype,
+                  "engine": header.engine, "top_k": header.top_k, "context": header.context,
+                  "batch": header.batch, "threads": header.threads,
+                  "versions": ", ".join(f"{k} {v}" for k, v in sorted(header.versions.items())),
+                  "chunks": len(archive.chunk_tokens), "tokens": sum(archive.chunk_tokens)}
+    facts |= {"original bytes": size, "archive bytes": len(blob),
+              "ratio": f"{len(blob) / size:.4f}" if size else "-",
+              "bits per byte": f"{8 * len(blob) / size:.4f}" if size else "-",
+              "sha256": archive.original_sha256.hex()}
+    return facts

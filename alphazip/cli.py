@@ -1,0 +1,231 @@
+"""The ``alphazip`` command: gzip-like habits over the library API, and nothing more.
+
+Every failure a user can cause ends as one line on stderr and a non-zero exit: 1 for a bad
+input or model, 2 for bad usage. Output goes to a temporary file renamed into place only
+once complete, so an interrupted or failed run leaves nothing behind.
+"""
+
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import api, container
+from .backends import backend_names
+from .errors import AlphazipError
+from .model import BUILTIN_MODELS, DEFAULT_MODEL, is_cached, pull
+from .model.registry import cached_path
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Lossless compression with a language model as the predictor.")
+models_app = typer.Typer(help="List or fetch models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+SUFFIX = ".az"
+Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")]
+Stdout = Annotated[bool, typer.Option("--stdout", "-c", help="Write to standard output.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print sizes and speed.")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name or local folder.")]
+
+
+class UsageError(AlphazipError):
+    """A command line that asks for something impossible; exit status 2."""
+
+
+@app.command()
+def pack(
+    file: Annotated[str, typer.Argument(help="File to pack, or - for standard input.")],
+    output: Output = None, stdout: Stdout = False, force: Force = False,
+    quiet: Quiet = False, verbose: Verbose = False,
+    backend: Annotated[str, typer.Option(help=f"Back-end coder: {', '.join(backend_names())}.")] = "brotli",
+    model: Annotated[str, typer.Option("--model", "-m", help="Built-in model name or local folder.")] = DEFAULT_MODEL,
+    top_k: Annotated[int, typer.Option(help="Ranks below this are symbols; others are escaped.")] = api.DEFAULT_TOP_K,
+    context: Annotated[int, typer.Option(help="Tokens per chunk: longer packs smaller, runs slower.")] = api.DEFAULT_CONTEXT,
+    batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
+    mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
+):
+    """Pack FILE into FILE.az."""
+    with _errors_to_exit():
+        settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype, mode=mode)
+        target = _target(file, output, stdout, lambda name: name + SUFFIX)
+        data = _read_input(file)
+        started = time.perf_counter()
+        with _progress_bar("packing", quiet) as progress:
+            blob = api.Compressor(settings).compress(data, progress)
+        _write_output(target, blob, force)
+        if verbose:
+            _report(file, len(data), len(blob), time.perf_counter() - started)
+
+
+@app.command()
+def unpack(
+    file: Annotated[str, typer.Argument(help="Archive to unpack, or - for standard input.")],
+    output: Output = None, stdout: Stdout = False, force: Force = False,
+    quiet: Quiet = False, verbose: Verbose = False, model: ModelOption = None,
+):
+    """Unpack FILE.az into FILE."""
+    with _errors_to_exit():
+        target = _target(file, output, stdout, _strip_suffix)
+        blob = _read_input(file)
+        started = time.perf_counter()
+        with _progress_bar("unpacking", quiet) as progress:
+            data = api.Decompressor(model).decompress(blob, progress)
+        _write_output(target, data, force)
+        if verbose:
+            _report(file, len(data), len(blob), time.perf_counter() - started)
+
+
+@app.command()
+def test(
+    files: Annotated[list[str], typer.Argument(help="Archives to verify.")],
+    quiet: Quiet = False, model: ModelOption = None,
+):
+    """Verify archives completely, like gzip -t; writes nothing."""
+    with _errors_to_exit():
+        decompressor = api.Decompressor(model)
+        for file in files:
+            with _progress_bar(f"testing {file}", quiet) as progress:
+                decompressor.decompress(_read_input(file), progress)
+            if not quiet:
+                typer.echo(f"{file}: OK", err=True)
+
+
+@app.command()
+def info(files: Annotated[list[str], typer.Argument(help="Archives to describe.")]):
+    """Describe archives: mode, model, back-end, settings, chunks and sizes."""
+    with _errors_to_exit():
+        for file in files:
+            blob = _read_input(file)
+            for key, value in api.describe(blob).items():
+                typer.echo(f"{key:>18}: {value}")
+
+
+@models_app.callback()
+def models(context: typer.Context):
+    """List the built-in models and whether each is cached."""
+    if context.invoked_subcommand is None:
+        for name, model in BUILTIN_MODELS.items():
+            state = f"cached at {cached_path(name)}" if is_cached(name) else "not cached (fetched on first use)"
+            default = " (default)" if name == DEFAULT_MODEL else ""
+            typer.echo(f"{name}{default}: {model.description}; {state}")
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="Built-in model to fetch.")] = DEFAULT_MODEL):
+    """Fetch and convert a built-in model now rather than on first use."""
+    with _errors_to_exit():
+        typer.echo(str(pull(name, log=lambda message: typer.echo(message, err=True))))
+
+
+def _settings(**values) -> api.Settings:
+    try:
+        return api.Settings(**values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _strip_suffix(name: str) -> str:
+    if not name.endswith(SUFFIX) or name == SUFFIX:
+        raise UsageError(f"{name}: unknown suffix, expected {SUFFIX} (use -o to name the output)")
+    return name[: -len(SUFFIX)]
+
+
+def _target(file: str, output: Path | None, stdout: bool, derive) -> Path | None:
+    """Where to write: None means standard output."""
+    if stdout and output is not None:
+        raise UsageError("-c and -o exclude each other")
+    if stdout:
+        return None
+    if output is not None:
+        return output
+    if file == "-":
+        raise UsageError("reading standard input: use -c or -o to say where the output goes")
+    return Path(derive(file))
+
+
+def _read_input(file: str) -> bytes:
+    if file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(file).read_bytes()
+    except FileNotFoundError:
+        raise AlphazipError(f"{file}: no such file") from None
+    except IsADirectoryError:
+        raise AlphazipError(f"{file}: is a directory") from None
+    except OSError as exc:
+        raise AlphazipError(f"{file}: {exc.strerror}") from None
+
+
+def _write_output(target: Path | None, data: bytes, force: bool) -> None:
+    """Write all of ``data`` to a temporary file beside ``target``, then rename it into place."""
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if target.exists() and not force:
+        raise AlphazipError(f"{target}: already exists (use -f to overwrite)")
+    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _progress_bar(label: str, quiet: bool):
+    """A rich progress bar on stderr fed by (done, total) token counts; nothing when quiet."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.completed}/{task.total} tokens, {task.fields[rate]} tok/s"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None, rate="-")
+        started = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
+
+        yield update
+
+
+def _report(file: str, original: int, packed: int, seconds: float) -> None:
+    bpb = 8 * packed / original if original else 0.0
+    typer.echo(f"{file}: {original} <-> {packed} bytes, {bpb:.3f} bits/byte, {seconds:.1f} s", err=True)
+
+
+@contextmanager
+def _errors_to_exit():
+    try:
+        yield
+    except UsageError as exc:
+        typer.echo(f"alphazip: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except AlphazipError as exc:
+        typer.echo(f"alphazip: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("alphazip: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,138 @@
+"""A causal LM behind one narrow interface: advance a batch of sequences one token at a time.
+
+Nothing outside this package knows about transformers, KV caches or devices. The fingerprint
+names everything the logits depend on that a file could change: weights, config, tokenizer.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelNotFoundError
+from ..tokenize import ByteTokenizer
+from .registry import BUILTIN_MODELS, cache_root, file_sha256, pull
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class LanguageModel:
+    """A loaded causal LM with its byte-exact tokenizer and identity."""
+
+    def __init__(self, hf_model, tokenizer: ByteTokenizer, name: str, weights_digest: str, dtype: str):
+        self.hf = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.dtype = dtype
+        self.bos_id = _start_token(hf_model.config, tokenizer)
+        # Identity of what decoding depends on, independent of where the files sit.
+        identity = {"weights": weights_digest, "tokenizer": tokenizer.fingerprint,
+                    "config": _config_identity(hf_model.config)}
+        self.fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_hf(cls, hf_model, hf_tokenizer, name: str, dtype: str = "float32") -> "LanguageModel":
+        """Wrap an in-memory model (tests build tiny ones); its weights are hashed as loaded."""
+        digest = hashlib.sha256()
+        for key, tensor in sorted(hf_model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+        return cls(hf_model.to(DTYPES[dtype]), ByteTokenizer(hf_tokenizer), name, digest.hexdigest(), dtype)
+
+    @classmethod
+    def load(cls, spec: str, dtype: str = "float32", log=lambda message: None) -> "LanguageModel":
+        """Load a built-in model by name (fetching it on first use) or a local HF folder."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = resolve(spec, log)
+        hf_tokenizer = AutoTokenizer.from_pretrained(folder)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
+        return cls(hf_model, ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype)
+
+    @property
+    def logits_size(self) -> int:
+        """Width of the logits the model returns (may exceed the tokenizer's vocabulary)."""
+        return self.hf.config.vocab_size
+
+    def stepper(self, batch_size: int) -> "Stepper":
+        """A fresh state for ``batch_size`` sequences that advance one token per call."""
+        return Stepper(self, batch_size)
+
+
+class Stepper:
+    """Advances ``batch_size`` independent sequences one token per :meth:`step`, with a KV cache."""
+
+    def __init__(self, model: LanguageModel, batch_size: int):
+        self.model = model
+        self.batch_size = batch_size
+        self._cache = None
+
+    @torch.inference_mode()
+    def step(self, token_ids: np.ndarray) -> torch.Tensor:
+        """Feed one token per sequence (shape [B]); return next-token logits [B, V] as float32."""
+        inputs = torch.from_numpy(self.model.tokenizer.model_inputs(np.asarray(token_ids, dtype=np.int64)))
+        out = self.model.hf(input_ids=inputs[:, None], cache=self._cache, use_cache=True)
+        self._cache = out.cache
+        return out.logits[:, -1, :].float()
+
+
+def resolve(spec: str, log=lambda message: None) -> Path:
+    """The folder holding model ``spec``: a built-in name (pulled if needed) or a local folder."""
+    if spec in BUILTIN_MODELS:
+        return pull(spec, log)
+    path = Path(spec).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    if path.suffix == ".gguf":
+        raise ModelNotFoundError(f"{spec}: load GGUF files through a built-in model name, or convert it to a folder first")
+    known = ", ".join(BUILTIN_MODELS)
+    raise ModelNotFoundError(f"model {spec!r} is neither a built-in model ({known}) nor a folder with config.json")
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the folder's weight files, memoized by (path, size, mtime) in the cache."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise ModelNotFoundError(f"{folder} holds no weights (*.safetensors or *.bin)")
+    memo_path = cache_root() / "digests.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if key not in memo:
+            memo[key] = file_sha256(file)
+        digest.update(memo[key].encode())
+    _write_memo(memo_path, memo)
+    return digest.hexdigest()
+
+
+def _write_memo(path: Path, memo: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(memo))
+        temporary.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+
+
+def _config_identity(config) -> dict:
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size", "rms_norm_eps", "rope_parameters", "rope_theta",
+            "tie_word_embeddings")
+    return {key: getattr(config, key, None) for key in keys}
+
+
+def _start_token(config, tokenizer: ByteTokenizer) -> int:
+    """The id every chunk starts from: the config's BOS, else the tokenizer's, else 0."""
+    for candidate in (config.bos_token_id, tokenizer.hf.bos_token_id, tokenizer.hf.eos_token_id):
+        if isinstance(candidate, int):
+            return candidate
+    return 0

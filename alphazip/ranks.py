@@ -1,0 +1,33 @@
+"""The rank stage: a token becomes its rank under the model's prediction, and back.
+
+Order: by logit, highest first; equal logits by token id, lowest first (bf16 logits tie often,
+and both directions must agree). Ranks below ``top_k`` are symbols; any other token is the
+escape symbol ``top_k`` followed by its id in a separate stream. Ids at or beyond the logits'
+width (our raw-byte tokens) are always escaped.
+"""
+
+import torch
+
+
+def ranks_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Rank of ``tokens[b]`` in row ``b`` of ``logits`` ([B, V] -> [B]); -1 where id >= V."""
+    width = logits.shape[-1]
+    inside = tokens < width
+    safe = torch.where(inside, tokens, torch.zeros_like(tokens))
+    own = logits.gather(1, safe[:, None])
+    ids = torch.arange(width, device=logits.device)
+    ahead = (logits > own).sum(1) + ((logits == own) & (ids[None, :] < safe[:, None])).sum(1)
+    return torch.where(inside, ahead, torch.full_like(ahead, -1))
+
+
+def tokens_at(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`ranks_of`: the token holding rank ``ranks[b]`` in row ``b``."""
+    depth = int(ranks.max()) + 1
+    values, _ = torch.topk(logits, depth, dim=1, sorted=True)
+    threshold = values.gather(1, ranks[:, None])  # the logit value at the wanted rank
+    above = (logits > threshold).sum(1)  # tokens strictly ahead of every tie at that value
+    tied = logits == threshold
+    # The wanted token is the (rank - above)-th tied token in id order.
+    position = tied.cumsum(1) - 1
+    hit = tied & (position == (ranks - above)[:, None])
+    return hit.to(torch.int8).argmax(1)

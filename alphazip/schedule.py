@@ -1,0 +1,126 @@
+"""The lockstep schedule that compression and decompression must share exactly.
+
+Float results of a network depend on how work is batched, so both directions cut the token
+stream into the same chunks, step the same groups of ``batch`` chunks one token at a time with
+a KV cache, feed the same start token and the same padding after a chunk ends, and in the same
+dtype. Everything here is a pure function of what the archive header records.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .model import LanguageModel
+from .ranks import ranks_of, tokens_at
+
+Progress = Callable[[int, int], None]  # called with (tokens done so far, tokens in all)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the token stream is cut and stepped; recorded in every archive header."""
+
+    context: int  # tokens per chunk: longer predicts better, costs more per step
+    batch: int  # chunks stepped together: larger is faster per token, uses more memory
+
+
+def split_chunks(ids: np.ndarray, context: int) -> list[np.ndarray]:
+    """Consecutive chunks of ``context`` tokens; the last one may be shorter."""
+    return [ids[start:start + context] for start in range(0, len(ids), context)]
+
+
+def groups(count: int, batch: int) -> Iterator[range]:
+    """Chunk indices of each lockstep group, in order."""
+    for start in range(0, count, batch):
+        yield range(start, min(start + batch, count))
+
+
+@dataclass
+class Scores:
+    """What the encoding pass learns about each chunk."""
+
+    ranks: list[np.ndarray]  # rank of every token; -1 for ids the logits do not cover
+    bits: list[float]  # ideal code length, sum of -log2 p(token), per chunk
+
+
+@torch.inference_mode()
+def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, progress: Progress | None = None) -> Scores:
+    """Rank every token of every chunk under the lockstep schedule."""
+    scores = Scores([], [])
+    done, total = 0, sum(map(len, chunks))
+    for group in groups(len(chunks), batch):
+        members = [chunks[i] for i in group]
+        tokens = _padded(members, fill=model.bos_id)
+        ranks = np.full(tokens.shape, -1, dtype=np.int64)
+        bits = np.zeros(len(members))
+        lengths = np.array([len(m) for m in members])
+        stepper = model.stepper(len(members))
+        previous = np.full(len(members), model.bos_id, dtype=np.int64)
+        for t in range(tokens.shape[1]):
+            logits = stepper.step(previous)
+            target = torch.from_numpy(tokens[:, t])
+            ranks[:, t] = ranks_of(logits, target).numpy()
+            bits += _ideal_bits(logits, target) * (t < lengths)
+            previous = tokens[:, t]
+            done += int((t < lengths).sum())
+            if progress:
+                progress(done, total)
+        scores.ranks += [ranks[row, :length] for row, length in enumerate(lengths)]
+        scores.bits += bits.tolist()
+    return scores
+
+
+@torch.inference_mode()
+def decode_chunks(
+    model: LanguageModel,
+    symbols: list[np.ndarray],
+    escapes: list[np.ndarray],
+    top_k: int,
+    batch: int,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """Token ids of every chunk from its rank symbols (``top_k`` = escape) and escaped ids."""
+    decoded = []
+    done, total = 0, sum(map(len, symbols))
+    for group in groups(len(symbols), batch):
+        wanted = _padded([symbols[i] for i in group], fill=0)
+        lengths = np.array([len(symbols[i]) for i in group])
+        escape_ids = [iter(escapes[i].tolist()) for i in group]
+        tokens = np.full(wanted.shape, model.bos_id, dtype=np.int64)
+        stepper = model.stepper(len(group))
+        previous = np.full(len(group), model.bos_id, dtype=np.int64)
+        for t in range(wanted.shape[1]):
+            logits = stepper.step(previous)
+            live = t < lengths
+            ranked = live & (wanted[:, t] != top_k)
+            if ranked.any():
+                rows = torch.from_numpy(np.flatnonzero(ranked))
+                found = tokens_at(logits[rows], torch.from_numpy(wanted[ranked, t]))
+                tokens[ranked, t] = found.numpy()
+            for row in np.flatnonzero(live & ~ranked):
+                tokens[row, t] = next(escape_ids[row])
+            previous = tokens[:, t]
+            done += int(live.sum())
+            if progress:
+                progress(done, total)
+        decoded += [tokens[row, :length] for row, length in enumerate(lengths)]
+    return decoded
+
+
+def _padded(rows: list[np.ndarray], fill: int) -> np.ndarray:
+    """Stack rows into a [len(rows), longest] array, padding short rows with ``fill``."""
+    out = np.full((len(rows), max((len(r) for r in rows), default=0)), fill, dtype=np.int64)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
+
+
+def _ideal_bits(logits: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+    """-log2 p(token) per row; ids outside the logits cost nothing here (they are escaped)."""
+    width = logits.shape[1]
+    inside = tokens < width
+    log_probs = torch.log_softmax(logits, dim=1)
+    picked = log_probs.gather(1, torch.where(inside, tokens, 0)[:, None])[:, 0]
+    return (-picked / np.log(2) * inside).double().numpy()

@@ -1,0 +1,26 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alphazip.ranks import ranks_of, tokens_at
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_rank_and_token_are_inverse_with_ties(data):
+    batch = data.draw(st.integers(1, 6))
+    width = data.draw(st.integers(1, 80))
+    # Few distinct values: ties everywhere, as with bf16 logits.
+    values = data.draw(st.lists(st.sampled_from([-1.0, 0.0, -0.0, 0.5, 2.0]), min_size=batch * width,
+                                max_size=batch * width))
+    logits = torch.tensor(values).reshape(batch, width)
+    tokens = torch.tensor(data.draw(st.lists(st.integers(0, width - 1), min_size=batch, max_size=batch)))
+    ranks = ranks_of(logits, tokens)
+    reference = (torch.sort(-logits, dim=1, stable=True).indices == tokens[:, None]).int().argmax(1)
+    assert torch.equal(ranks, reference)  # highest logit first, ties by lower id
+    assert torch.equal(tokens_at(logits, ranks), tokens)
+
+
+def test_ids_beyond_the_logits_have_no_rank():
+    logits = torch.zeros(2, 4)
+    assert ranks_of(logits, torch.tensor([3, 7])).tolist() == [3, -1]

@@ -1,0 +1,46 @@
+"""A tiny randomly-initialised Llama and a small byte-level BPE tokenizer, built in seconds.
+
+They exercise every code path of the real pipeline without downloading anything. The model is
+seeded, so its fingerprint is stable across runs and machines with the same torch version.
+"""
+
+from functools import lru_cache
+
+import torch
+
+TRAINING_TEXT = [
+    "The quick brown fox jumps over the lazy dog. " * 4,
+    "Alice was beginning to get very tired of sitting by her sister on the bank.\r\n",
+    "def main():\n    return 0\n\nif __name__ == '__main__':\n    main()\n",
+    "GET /index.html HTTP/1.1\nHost: example.com\n<html><body>hello</body></html>\n",
+]
+
+
+@lru_cache(maxsize=None)
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer with a 300-token vocabulary and two special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(TRAINING_TEXT, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>")
+
+
+def tiny_model(name: str = "tiny", seed: int = 0, dtype: str = "float32"):
+    """A 2-layer Llama over the tiny tokenizer, wrapped as an alphazip LanguageModel."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alphazip.model import LanguageModel
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    return LanguageModel.from_hf(model, tokenizer, name, dtype)

@@ -19,11 +19,11 @@ from .errors import BadArchiveError, ChecksumError, ModelMismatchError
 from .model import DEFAULT_MODEL, LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 
-ENGINE = "transformers-step"  # lockstep KV-cache stepping through transformers
+ENGINE = "transformers-static-step"  # lockstep stepping through transformers with a static KV cache
 DEFAULT_TOP_K = 255
 DEFAULT_CONTEXT = 1024
-DEFAULT_BATCH = 16
-DEFAULT_DTYPE = "float32"
+DEFAULT_BATCH = 32
+DEFAULT_DTYPE = "bfloat16"
 # Share of bytes that are invalid UTF-8 or control characters above which data is called binary.
 BINARY_SHARE = 0.10
 

@@ -56,7 +56,7 @@ def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, pro
         ranks = np.full(tokens.shape, -1, dtype=np.int64)
         bits = np.zeros(len(members))
         lengths = np.array([len(m) for m in members])
-        stepper = model.stepper(len(members))
+        stepper = model.stepper(len(members), tokens.shape[1])
         previous = np.full(len(members), model.bos_id, dtype=np.int64)
         for t in range(tokens.shape[1]):
             logits = stepper.step(previous)
@@ -89,7 +89,7 @@ def decode_chunks(
         lengths = np.array([len(symbols[i]) for i in group])
         escape_ids = [iter(escapes[i].tolist()) for i in group]
         tokens = np.full(wanted.shape, model.bos_id, dtype=np.int64)
-        stepper = model.stepper(len(group))
+        stepper = model.stepper(len(group), wanted.shape[1])
         previous = np.full(len(group), model.bos_id, dtype=np.int64)
         for t in range(wanted.shape[1]):
             logits = stepper.step(previous)

@@ -228,4 +228,13 @@ def _errors_to_exit():
 
 def main() -> None:
     """Console-script entry point."""
+    _quiet_libraries()
     app()
+
+
+def _quiet_libraries() -> None:
+    # transformers draws its own progress bars and notices on stderr; ours is the only one.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()

@@ -91,7 +91,7 @@ def test_symbol_count_must_match_the_chunk_table(tiny, blob):
 
 def test_header_records_the_schedule(blob, tiny):
     header = container.read(blob).header
-    assert (header.context, header.batch, header.top_k, header.dtype) == (32, 2, 255, "bfloat16")
+    assert (header.context, header.batch, header.top_k, header.dtype) == (32, 2, 65535, "bfloat16")
     assert header.model_fingerprint == tiny.fingerprint
     assert header.versions["torch"]
 

@@ -30,7 +30,11 @@ def test_default_model_round_trips(packed, backend):
 def test_default_model_beats_brotli_on_text(packed):
     import brotli
 
-    assert len(packed["brotli"]) < 0.9 * len(brotli.compress(EXCERPT, quality=11))
+    from alphazip import container
+
+    # Payloads only: on 1.5 KB the fixed header (model fingerprint, versions) is a large share.
+    payload = sum(map(len, container.read(packed["brotli"]).streams))
+    assert payload < 0.8 * len(brotli.compress(EXCERPT, quality=11))
 
 
 def test_mixed_bytes_round_trip():

@@ -80,15 +80,21 @@ class Compressor:
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         """The archive of ``data``; ``progress`` is called with (tokens done, tokens in all)."""
         settings = self.settings
-        backend = get_backend(settings.backend)
-        raw = _raw_archive(data, settings.backend, backend.encode(np.frombuffer(data, np.uint8), 256))
         if settings.mode == "raw" or (settings.mode == "auto" and looks_binary(data)):
-            return container.write(raw)
+            return container.write(self.pack_raw(data))
         model = self.models.get(settings.model, settings.dtype)
         packed = self.pack_with_model(data, model, progress)
-        if settings.mode == "auto" and _payload_size(raw) <= _payload_size(packed):
-            return container.write(raw)
+        if settings.mode == "auto":
+            raw = self.pack_raw(data)
+            if _payload_size(raw) <= _payload_size(packed):
+                return container.write(raw)
         return container.write(packed)
+
+    def pack_raw(self, data: bytes) -> Archive:
+        """The raw-mode archive: the back-end applied to the bytes themselves."""
+        payload = get_backend(self.settings.backend).encode(np.frombuffer(data, np.uint8), 256)
+        return Archive(Header(mode="raw", backend=self.settings.backend), [], [], [payload],
+                       *container.original_identity(data))
 
     def pack_with_model(self, data: bytes, model: LanguageModel, progress: Progress | None = None,
                         scores: Scores | None = None) -> Archive:
@@ -184,10 +190,6 @@ def torch_threads(count: int):
 def library_versions() -> dict:
     """Versions of the libraries whose kernels shape the logits."""
     return {"torch": torch.__version__, "transformers": transformers.__version__}
-
-
-def _raw_archive(data: bytes, backend: str, payload: bytes) -> Archive:
-    return Archive(Header(mode="raw", backend=backend), [], [], [payload], *container.original_identity(data))
 
 
 def _payload_size(archive: Archive) -> int:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from . import api, container
+from . import api
 from .backends import backend_names
 from .errors import AlphazipError
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, is_cached, pull

@@ -26,6 +26,7 @@ DEFAULT_BATCH = 32
 DEFAULT_DTYPE = "bfloat16"
 # Share of bytes that are invalid UTF-8 or control characters above which data is called binary.
 BINARY_SHARE = 0.10
+BINARY_WINDOW, BINARY_WINDOWS = 1 << 16, 16  # looks_binary reads at most 16 windows of 64 KiB
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,20 @@ class Compressor:
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         """The archive of ``data``; ``progress`` is called with (tokens done, tokens in all)."""
+        return container.write(self.pack(data, progress))
+
+    def pack(self, data: bytes, progress: Progress | None = None, scores: Scores | None = None) -> Archive:
+        """The archive ``compress`` writes, unserialized (``scores`` may come from an earlier pass)."""
         settings = self.settings
         if settings.mode == "raw" or (settings.mode == "auto" and looks_binary(data)):
-            return container.write(self.pack_raw(data))
+            return self.pack_raw(data)
         model = self.models.get(settings.model, settings.dtype)
-        packed = self.pack_with_model(data, model, progress)
+        packed = self.pack_with_model(data, model, progress, scores)
         if settings.mode == "auto":
             raw = self.pack_raw(data)
             if _payload_size(raw) <= _payload_size(packed):
-                return container.write(raw)
-        return container.write(packed)
+                return raw
+        return packed
 
     def pack_raw(self, data: bytes) -> Archive:
         """The raw-mode archive: the back-end applied to the bytes themselves."""
@@ -142,7 +147,7 @@ class Decompressor:
         """Decode a model-mode archive with ``model``, checking every chunk's CRC-32."""
         header = archive.header
         _check_model(header, model)
-        symbols, escapes = _read_symbol_streams(archive, model)
+        symbols, escapes = self.read_symbols(archive, model)
         with torch_threads(header.threads):
             chunks = decode_chunks(model, symbols, escapes, header.top_k, header.batch, progress)
         pieces = []
@@ -156,6 +161,27 @@ class Decompressor:
             pieces.append(piece)
         return b"".join(pieces)
 
+    @staticmethod
+    def read_symbols(archive: Archive, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Decode both payloads of a model archive and split them per chunk, checking their counts."""
+        header, backend = archive.header, _backend_of(archive.header)
+        if len(archive.streams) != 2:
+            raise BadArchiveError(f"model archive must hold 2 streams, not {len(archive.streams)}")
+        symbols = backend.decode(archive.streams[0], header.top_k + 1)
+        escapes = backend.decode(archive.streams[1], model.tokenizer.id_space)
+        if len(symbols) != sum(archive.chunk_tokens):
+            raise BadArchiveError(f"archive holds {len(symbols)} symbols but its chunk table {sum(archive.chunk_tokens)}")
+        ranked = symbols[symbols != header.top_k]
+        if ranked.size and int(ranked.max()) >= model.logits_size:
+            raise BadArchiveError(f"archive holds rank {int(ranked.max())}, beyond the model's {model.logits_size} tokens")
+        escape_at = np.flatnonzero(symbols == header.top_k)
+        if len(escape_at) != len(escapes):
+            raise BadArchiveError(f"archive holds {len(escapes)} escaped ids for {len(escape_at)} escapes")
+        bounds = np.cumsum(archive.chunk_tokens)[:-1]
+        per_chunk_symbols = np.split(symbols, bounds)
+        per_chunk_escapes = np.split(escapes, np.searchsorted(escape_at, bounds))
+        return per_chunk_symbols, per_chunk_escapes
+
 
 def symbolize(chunks: list[np.ndarray], ranks: list[np.ndarray], top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """One symbol per token (its rank, or ``top_k`` = escape) and the escaped ids, in order."""
@@ -167,12 +193,22 @@ def symbolize(chunks: list[np.ndarray], ranks: list[np.ndarray], top_k: int) -> 
 
 
 def looks_binary(data: bytes) -> bool:
-    """True when over ``BINARY_SHARE`` of the bytes are invalid UTF-8 or control characters."""
+    """True when over ``BINARY_SHARE`` of the bytes are invalid UTF-8 or control characters.
+
+    Large inputs are judged on evenly spaced windows, so the check stays quick on 100 MB files.
+    """
     if not data:
         return False
-    text = data.decode("utf-8", "surrogateescape")
+    sample = b"".join(data[start:start + BINARY_WINDOW] for start in _window_starts(len(data)))
+    text = sample.decode("utf-8", "surrogateescape")
     odd = sum(1 for char in text if ord(char) < 32 and char not in "\t\n\r\f\v" or 0xDC80 <= ord(char) <= 0xDCFF)
     return odd > BINARY_SHARE * len(text)
+
+
+def _window_starts(size: int) -> range:
+    if size <= BINARY_WINDOW * BINARY_WINDOWS:
+        return range(0, size, BINARY_WINDOW)
+    return range(0, size - BINARY_WINDOW + 1, (size - BINARY_WINDOW) // (BINARY_WINDOWS - 1))
 
 
 @contextlib.contextmanager
@@ -220,27 +256,6 @@ def _check_model(header: Header, model: LanguageModel) -> None:
         raise ModelMismatchError(
             f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
             f"not {model.name!r} ({model.fingerprint[:12]})")
-
-
-def _read_symbol_streams(archive: Archive, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Decode both payloads and split them per chunk, checking that their counts agree."""
-    header, backend = archive.header, _backend_of(archive.header)
-    if len(archive.streams) != 2:
-        raise BadArchiveError(f"model archive must hold 2 streams, not {len(archive.streams)}")
-    symbols = backend.decode(archive.streams[0], header.top_k + 1)
-    escapes = backend.decode(archive.streams[1], model.tokenizer.id_space)
-    if len(symbols) != sum(archive.chunk_tokens):
-        raise BadArchiveError(f"archive holds {len(symbols)} symbols but its chunk table {sum(archive.chunk_tokens)}")
-    ranked = symbols[symbols != header.top_k]
-    if ranked.size and int(ranked.max()) >= model.logits_size:
-        raise BadArchiveError(f"archive holds rank {int(ranked.max())}, beyond the model's {model.logits_size} tokens")
-    escape_at = np.flatnonzero(symbols == header.top_k)
-    if len(escape_at) != len(escapes):
-        raise BadArchiveError(f"archive holds {len(escapes)} escaped ids for {len(escape_at)} escapes")
-    bounds = np.cumsum(archive.chunk_tokens)[:-1]
-    per_chunk_symbols = np.split(symbols, bounds)
-    per_chunk_escapes = np.split(escapes, np.searchsorted(escape_at, bounds))
-    return per_chunk_symbols, per_chunk_escapes
 
 
 def _setup_difference(header: Header) -> str:

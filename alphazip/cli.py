@@ -5,6 +5,7 @@ input or model, 2 for bad usage. Output goes to a temporary file renamed into pl
 once complete, so an interrupted or failed run leaves nothing behind.
 """
 
+import itertools
 import os
 import sys
 import tempfile
@@ -15,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from . import api
+from . import api, bench_output
+from . import bench as benchmark
 from .backends import backend_names
 from .errors import AlphazipError
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, is_cached, pull
@@ -108,6 +110,43 @@ def info(files: Annotated[list[str], typer.Argument(help="Archives to describe."
                 typer.echo(f"{key:>18}: {value}")
 
 
+@app.command()
+def bench(
+    files: Annotated[list[Path], typer.Argument(help="Files to bench.")],
+    backends: Annotated[str, typer.Option(help="Comma-separated back-ends, or all.")] = "all",
+    top_k: Annotated[str, typer.Option(help="Comma-separated k values.")] = str(api.DEFAULT_TOP_K),
+    context: Annotated[str, typer.Option(help="Comma-separated context lengths (tokens per chunk).")] = str(api.DEFAULT_CONTEXT),
+    model: Annotated[str, typer.Option("--model", "-m", help="Comma-separated models.")] = DEFAULT_MODEL,
+    batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
+    mode: Annotated[str, typer.Option(help="auto, model or raw, as for pack.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Folder for results.csv, results.json and PNG plots.")] = None,
+    quick: Annotated[bool, typer.Option(help=f"Smoke run: only the first {benchmark.QUICK_BYTES} bytes of each file.")] = False,
+    quiet: Quiet = False,
+):
+    """Compare settings on FILES: sizes, speed, ideal code length, classic compressors; every archive verified."""
+    with _errors_to_exit():
+        plan = benchmark.Plan(
+            backends=tuple(backend_names()) if backends == "all" else _names(backends),
+            models=_names(model), contexts=_integers(context, "--context"), top_ks=_integers(top_k, "--top-k"),
+            batch=batch, dtype=dtype, mode=mode, quick=quick)
+        for values in itertools.product(plan.backends, plan.models, plan.contexts, plan.top_ks):
+            _settings(**dict(zip(("backend", "model", "context", "top_k"), values)), batch=batch, dtype=dtype, mode=mode)
+        for path in files:
+            _read_input(str(path))  # a missing file fails now, not after an hour of benching
+        with _progress_bar("benching", quiet) as progress:
+            rows = benchmark.run(files, plan, progress)
+        typer.echo(bench_output.markdown(rows))
+        if out is not None:
+            about = {"command": " ".join(sys.argv), "plan": plan.__dict__, **benchmark.machine()}
+            for path in bench_output.save(rows, out, about):
+                typer.echo(f"wrote {path}", err=True)
+        failed = benchmark.failures(rows)
+        if failed:
+            raise AlphazipError(f"{len(failed)} setting(s) FAILED their check: "
+                                + "; ".join(f"{r.file} {r.setting}: {r.reason}" for r in failed[:3]))
+
+
 @models_app.callback()
 def models(context: typer.Context):
     """List the built-in models and whether each is cached."""
@@ -130,6 +169,20 @@ def _settings(**values) -> api.Settings:
         return api.Settings(**values)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _names(values: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in values.split(",") if v.strip())
+    if not names:
+        raise UsageError(f"expected a comma-separated list, not {values!r}")
+    return names
+
+
+def _integers(values: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _names(values))
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated integers, not {values!r}") from None
 
 
 def _strip_suffix(name: str) -> str:

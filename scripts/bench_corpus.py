@@ -27,7 +27,7 @@ import numpy as np
 import zstandard
 
 from alphazip import container
-from alphazip.api import MODELS, Compressor, Decompressor, Settings, _read_symbol_streams, looks_binary, symbolize
+from alphazip.api import MODELS, Compressor, Decompressor, Settings, looks_binary, symbolize
 from alphazip.backends import backend_names, get_backend
 from alphazip.schedule import score_chunks, split_chunks
 
@@ -61,7 +61,7 @@ def bench_text(data: bytes, settings: Settings, ks: tuple[int, ...] = ()) -> dic
         compressor = Compressor(Settings(**{**settings.__dict__, "backend": name}))
         archive = compressor.pack_with_model(data, model, scores=scores)
         raw = get_backend(name).encode(np.frombuffer(data, np.uint8), 256)
-        decoded_symbols, decoded_escapes = _read_symbol_streams(archive, model)
+        decoded_symbols, decoded_escapes = Decompressor.read_symbols(archive, model)
         assert np.array_equal(np.concatenate(decoded_symbols), symbols), name
         assert np.array_equal(np.concatenate(decoded_escapes), escapes), name
         blob = container.write(archive)

@@ -1,0 +1,328 @@
+"""Ablations: back-ends, k, contexts and models side by side, beside the classics and the ideal.
+
+The model runs once per (model, context) in each direction. One scoring pass gives the ranks that
+every back-end and k are coded from; each payload is decoded back to its symbols and compared;
+one decoding pass turns symbols back into bytes, compared byte for byte. So a whole ablation
+costs about one pack and one unpack, and still proves that every archive decodes. A setting
+whose check fails is reported FAILED with the reason, never dropped.
+"""
+
+import bz2
+import datetime
+import gzip
+import lzma
+import os
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import brotli
+import numpy as np
+import torch
+import zstandard
+
+from . import container
+from .api import MODELS, Compressor, Decompressor, Settings, library_versions, looks_binary, symbolize
+from .model import LanguageModel
+from .schedule import Progress, Scores, score_chunks, split_chunks
+
+QUICK_BYTES = 4096  # --quick benches only the first 4 KiB of each file
+
+# The classic compressors every result is quoted beside: (compress, decompress) on raw bytes.
+CLASSICS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
+    "gzip -9": (lambda b: gzip.compress(b, 9, mtime=0), gzip.decompress),
+    "bzip2 -9": (lambda b: bz2.compress(b, 9), bz2.decompress),
+    "xz -9e": (lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+    "zstd -19": (lambda b: zstandard.ZstdCompressor(level=19).compress(b),
+                 lambda b: zstandard.ZstdDecompressor().decompress(b)),
+    "brotli -11": (lambda b: brotli.compress(b, quality=11), brotli.decompress),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which settings to compare; every combination of the lists is one alphazip setting."""
+
+    backends: tuple[str, ...]
+    models: tuple[str, ...] = (Settings.model,)
+    contexts: tuple[int, ...] = (Settings.context,)
+    top_ks: tuple[int, ...] = (Settings.top_k,)
+    batch: int = Settings.batch
+    dtype: str = Settings.dtype
+    mode: str = Settings.mode
+    quick: bool = False
+
+    def settings(self, backend: str, model: str, context: int, top_k: int) -> Settings:
+        return Settings(backend=backend, model=model, top_k=top_k, context=context, batch=self.batch,
+                        dtype=self.dtype, mode=self.mode)
+
+
+@dataclass
+class Row:
+    """One line of the results: an alphazip setting, a classic compressor, or a limit."""
+
+    file: str
+    coder: str  # "alphazip brotli", "gzip -9", "ideal", "rank entropy" (order 0, ranks and escaped ids)
+    kind: str  # "alphazip", "classic" or "limit"
+    original: int
+    size: float
+    model: str = ""
+    context: int | None = None
+    top_k: int | None = None
+    mode: str = ""  # what the archive holds: "model" or "raw"
+    tokens: int = 0
+    pack_seconds: float | None = None
+    unpack_seconds: float | None = None
+    ideal_size: float | None = None  # the model's ideal code length under the same chunking
+    peak_rss_mib: float | None = None
+    status: str = "OK"
+    reason: str = ""
+
+    @property
+    def setting(self) -> str:
+        parts = [self.coder] + [f"{name} {value}" for name, value in
+                                (("ctx", self.context), ("k", self.top_k)) if value is not None]
+        return " · ".join(parts + ([self.model] if self.model else []))
+
+    @property
+    def bits_per_byte(self) -> float | None:
+        return 8 * self.size / self.original if self.original else None
+
+    @property
+    def over_ideal_percent(self) -> float | None:
+        return 100 * (self.size / self.ideal_size - 1) if self.ideal_size else None
+
+    def tokens_per_second(self, direction: str) -> float | None:
+        seconds = getattr(self, f"{direction}_seconds")
+        return self.tokens / seconds if seconds and self.tokens else None
+
+    def kilobytes_per_second(self, direction: str) -> float | None:
+        seconds = getattr(self, f"{direction}_seconds")
+        return self.original / 1000 / seconds if seconds else None
+
+    def record(self) -> dict:
+        """Every field and derived figure, for CSV and JSON."""
+        return asdict(self) | {
+            "setting": self.setting, "bits_per_byte": self.bits_per_byte, "over_ideal_percent": self.over_ideal_percent,
+            "pack_tokens_per_s": self.tokens_per_second("pack"), "pack_kb_per_s": self.kilobytes_per_second("pack"),
+            "unpack_tokens_per_s": self.tokens_per_second("unpack"),
+            "unpack_kb_per_s": self.kilobytes_per_second("unpack")}
+
+
+@dataclass
+class Tally:
+    """Feeds one (done, total) progress over every model pass of the run."""
+
+    report: Progress | None
+    total: int = 0
+    done: int = field(default=0, init=False)
+
+    def pass_progress(self) -> Progress | None:
+        if self.report is None:
+            return None
+        start = self.done
+
+        def update(done: int, total: int) -> None:
+            self.done = start + done
+            self.report(self.done, self.total)
+
+        return update
+
+
+def run(files: list[Path], plan: Plan, progress: Progress | None = None) -> list[Row]:
+    """Bench every file under every setting of ``plan``; rows in file order."""
+    inputs = {path.name: read(path, plan.quick) for path in files}
+    tally = Tally(progress)
+    text = {name: data for name, data in inputs.items() if uses_model(data, plan.mode)}
+    for spec in plan.models:
+        model = MODELS.get(spec, plan.dtype)
+        tally.total += 2 * len(plan.contexts) * sum(len(model.tokenizer.encode(d)) for d in text.values())
+    rows = []
+    for name, data in inputs.items():
+        rows += classic_rows(name, data)
+        if name not in text:
+            rows += raw_rows(name, data, plan)
+            continue
+        for spec in plan.models:
+            model = MODELS.get(spec, plan.dtype)
+            for context in plan.contexts:
+                rows += model_rows(name, data, model, spec, context, plan, tally)
+    return rows
+
+
+def read(path: Path, quick: bool) -> bytes:
+    data = path.read_bytes()
+    return data[:QUICK_BYTES] if quick else data
+
+
+def uses_model(data: bytes, mode: str) -> bool:
+    return bool(data) and (mode == "model" or mode == "auto" and not looks_binary(data))
+
+
+def classic_rows(name: str, data: bytes) -> list[Row]:
+    rows = []
+    for coder, (compress, decompress) in CLASSICS.items():
+        started = time.perf_counter()
+        blob = compress(data)
+        packed = time.perf_counter()
+        restored = decompress(blob)
+        rows.append(Row(name, coder, "classic", len(data), len(blob), pack_seconds=packed - started,
+                        unpack_seconds=time.perf_counter() - packed, status=_status(restored == data),
+                        reason="" if restored == data else "round trip differs"))
+    return rows
+
+
+def raw_rows(name: str, data: bytes, plan: Plan) -> list[Row]:
+    """Files the model is not run on (binary in auto mode): each back-end packs and unpacks in full."""
+    rows = []
+    for backend in plan.backends:
+        compressor = Compressor(plan.settings(backend, plan.models[0], plan.contexts[0], plan.top_ks[0]))
+        started = time.perf_counter()
+        blob = compressor.compress(data)
+        packed = time.perf_counter()
+        row = Row(name, f"alphazip {backend}", "alphazip", len(data), len(blob), mode=container.read(blob).header.mode,
+                  pack_seconds=packed - started)
+        _check(row, lambda blob=blob: Decompressor().decompress(blob) == data, "unpacked bytes differ")
+        row.unpack_seconds = time.perf_counter() - packed
+        rows.append(_with_memory(row))
+    return rows
+
+
+def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context: int, plan: Plan,
+               tally: Tally) -> list[Row]:
+    """One scoring pass and one decoding pass at ``context``; every back-end and k coded from them."""
+    chunks = split_chunks(model.tokenizer.encode(data), context)
+    tokens = sum(map(len, chunks))
+    started = time.perf_counter()
+    scores = score_chunks(model, chunks, plan.batch, tally.pass_progress())
+    score_seconds = time.perf_counter() - started
+    first = Compressor(plan.settings(plan.backends[0], spec, context, plan.top_ks[0]))
+    decode_seconds, decode_failure = decode_pass(data, first.pack_with_model(data, model, scores=scores), model, tally)
+    ideal = sum(scores.bits) / 8
+    same = {"model": _label(spec, plan), "context": context, "tokens": tokens}
+    rows = [Row(name, "ideal", "limit", len(data), ideal, ideal_size=ideal, **same)]
+    for top_k in plan.top_ks:
+        symbols, escapes = symbolize(chunks, scores.ranks, top_k)
+        rows.append(Row(name, "rank entropy", "limit", len(data), order0_bytes(symbols) + order0_bytes(escapes),
+                        top_k=top_k, ideal_size=ideal, **same))
+        for backend in plan.backends:
+            row = coded_row(name, data, model, plan.settings(backend, spec, context, top_k), scores, chunks, same)
+            row.ideal_size = ideal
+            row.pack_seconds += score_seconds
+            row.unpack_seconds += decode_seconds
+            if decode_failure and row.mode == "model" and row.status == "OK":
+                row.status, row.reason = "FAILED", decode_failure
+            rows.append(_with_memory(row))
+    return rows
+
+
+def decode_pass(data: bytes, archive, model: LanguageModel, tally: Tally) -> tuple[float, str]:
+    """Seconds of one model decoding pass over ``archive``, and why it failed ("" when exact)."""
+    started = time.perf_counter()
+    try:
+        restored = Decompressor().decode_with_model(archive, model, tally.pass_progress())
+        failure = "" if restored == data else "model decoding pass: bytes differ"
+    except Exception as exc:  # a bench reports every failure as data, whatever raised it
+        failure = f"model decoding pass: {exc}"
+    return time.perf_counter() - started, failure
+
+
+def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, scores: Scores,
+              chunks: list[np.ndarray], same: dict) -> Row:
+    """Code the shared ranks with one back-end and k; decode the payload and compare symbols."""
+    started = time.perf_counter()
+    archive = Compressor(settings).pack(data, scores=scores)
+    blob = container.write(archive)
+    packed = time.perf_counter()
+    row = Row(name, f"alphazip {settings.backend}", "alphazip", len(data), len(blob), top_k=settings.top_k,
+              mode=archive.header.mode, pack_seconds=packed - started, **same)
+    if archive.header.mode == "raw":
+        _check(row, lambda: Decompressor().decompress(blob) == data, "unpacked bytes differ")
+    else:
+        expected = symbolize(chunks, scores.ranks, settings.top_k)
+        _check(row, lambda: _same_symbols(Decompressor.read_symbols(container.read(blob), model), expected),
+               "decoded symbols differ")
+    row.unpack_seconds = time.perf_counter() - packed
+    return row
+
+
+def order0_bytes(symbols: np.ndarray) -> float:
+    """Order-0 entropy of a symbol stream, in bytes: what a static coder of its histogram needs."""
+    if not len(symbols):
+        return 0.0
+    counts = np.unique(symbols, return_counts=True)[1]
+    p = counts / counts.sum()
+    return max(0.0, float(-(counts * np.log2(p)).sum() / 8))
+
+
+def _same_symbols(decoded: tuple[list[np.ndarray], list[np.ndarray]], expected: tuple[np.ndarray, np.ndarray]) -> bool:
+    symbols, escapes = (np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in decoded)
+    return np.array_equal(symbols, expected[0]) and np.array_equal(escapes, expected[1])
+
+
+def _check(row: Row, verify: Callable[[], bool], mismatch: str) -> None:
+    try:
+        if not verify():
+            row.status, row.reason = "FAILED", mismatch
+    except Exception as exc:  # reported as data: the point of a bench is to show what broke
+        row.status, row.reason = "FAILED", f"{type(exc).__name__}: {exc}"
+
+
+def _status(ok: bool) -> str:
+    return "OK" if ok else "FAILED"
+
+
+def _label(spec: str, plan: Plan) -> str:
+    """Name models only when several are compared."""
+    return Path(spec).name if len(plan.models) > 1 else ""
+
+
+def _with_memory(row: Row) -> Row:
+    row.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def failures(rows: list[Row]) -> list[Row]:
+    return [row for row in rows if row.status != "OK"]
+
+
+def totals(rows: list[Row]) -> list[Row]:
+    """Each alphazip setting and classic over all files (binary files count their raw archive)."""
+    files = list(dict.fromkeys(row.file for row in rows))
+    keyed: dict[tuple, list[Row]] = {}
+    for row in rows:
+        if row.kind != "limit":
+            keyed.setdefault((row.coder, row.model, row.context, row.top_k), []).append(row)
+    result = []
+    for (coder, model, context, top_k), members in keyed.items():
+        if context is None and any(r.context is not None for r in rows if r.coder == coder):
+            continue  # a raw-only row: folded into every setting of its back-end below
+        covered = {r.file for r in members}
+        members += [r for r in rows if r.coder == coder and r.context is None and r.file not in covered]
+        if {r.file for r in members} != set(files):
+            continue
+        result.append(Row("total", coder, members[0].kind, sum(r.original for r in members),
+                          sum(r.size for r in members), model=model, context=context, top_k=top_k,
+                          tokens=sum(r.tokens for r in members),
+                          pack_seconds=_sum(r.pack_seconds for r in members),
+                          unpack_seconds=_sum(r.unpack_seconds for r in members),
+                          status="OK" if all(r.status == "OK" for r in members) else "FAILED"))
+    return result
+
+
+def _sum(values) -> float | None:
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
+def machine() -> dict:
+    """The facts a published result must name: commit, date, CPU, threads and libraries."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {"commit": commit or "unknown", "date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            **library_versions()}

@@ -11,10 +11,12 @@ import bz2
 import datetime
 import gzip
 import lzma
+import math
 import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,7 @@ import zstandard
 from . import container
 from .api import MODELS, Compressor, Decompressor, Settings, library_versions, looks_binary, symbolize
 from .model import LanguageModel
-from .schedule import Progress, Scores, score_chunks, split_chunks
+from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 
 QUICK_BYTES = 4096  # --quick benches only the first 4 KiB of each file
 
@@ -135,7 +137,7 @@ class Tally:
 
 def run(files: list[Path], plan: Plan, progress: Progress | None = None) -> list[Row]:
     """Bench every file under every setting of ``plan``; rows in file order."""
-    inputs = {path.name: read(path, plan.quick) for path in files}
+    inputs = {name: read(path, plan.quick) for name, path in zip(display_names(files), files)}
     tally = Tally(progress)
     text = {name: data for name, data in inputs.items() if uses_model(data, plan.mode)}
     for spec in plan.models:
@@ -154,6 +156,12 @@ def run(files: list[Path], plan: Plan, progress: Progress | None = None) -> list
     return rows
 
 
+def display_names(files: list[Path]) -> list[str]:
+    """File names as shown; whole paths where two files share a name."""
+    names = [path.name for path in files]
+    return [name if names.count(name) == 1 else str(path) for name, path in zip(names, files)]
+
+
 def read(path: Path, quick: bool) -> bytes:
     data = path.read_bytes()
     return data[:QUICK_BYTES] if quick else data
@@ -166,13 +174,14 @@ def uses_model(data: bytes, mode: str) -> bool:
 def classic_rows(name: str, data: bytes) -> list[Row]:
     rows = []
     for coder, (compress, decompress) in CLASSICS.items():
+        reset_peak_memory()
         started = time.perf_counter()
         blob = compress(data)
         packed = time.perf_counter()
         restored = decompress(blob)
         rows.append(Row(name, coder, "classic", len(data), len(blob), pack_seconds=packed - started,
                         unpack_seconds=time.perf_counter() - packed, status=_status(restored == data),
-                        reason="" if restored == data else "round trip differs"))
+                        reason="" if restored == data else "round trip differs", peak_rss_mib=peak_memory_mib()))
     return rows
 
 
@@ -181,6 +190,7 @@ def raw_rows(name: str, data: bytes, plan: Plan) -> list[Row]:
     rows = []
     for backend in plan.backends:
         compressor = Compressor(plan.settings(backend, plan.models[0], plan.contexts[0], plan.top_ks[0]))
+        reset_peak_memory()
         started = time.perf_counter()
         blob = compressor.compress(data)
         packed = time.perf_counter()
@@ -188,7 +198,8 @@ def raw_rows(name: str, data: bytes, plan: Plan) -> list[Row]:
                   pack_seconds=packed - started)
         _check(row, lambda blob=blob: Decompressor().decompress(blob) == data, "unpacked bytes differ")
         row.unpack_seconds = time.perf_counter() - packed
-        rows.append(_with_memory(row))
+        row.peak_rss_mib = peak_memory_mib()
+        rows.append(row)
     return rows
 
 
@@ -196,14 +207,18 @@ def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context:
                tally: Tally) -> list[Row]:
     """One scoring pass and one decoding pass at ``context``; every back-end and k coded from them."""
     chunks = split_chunks(model.tokenizer.encode(data), context)
-    tokens = sum(map(len, chunks))
-    started = time.perf_counter()
-    scores = score_chunks(model, chunks, plan.batch, tally.pass_progress())
-    score_seconds = time.perf_counter() - started
-    first = Compressor(plan.settings(plan.backends[0], spec, context, plan.top_ks[0]))
-    decode_seconds, decode_failure = decode_pass(data, first.pack_with_model(data, model, scores=scores), model, tally)
+    same = {"model": _label(spec, plan), "context": context, "tokens": sum(map(len, chunks))}
+    reset_peak_memory()
+    try:
+        started = time.perf_counter()
+        scores = score_chunks(model, chunks, plan.batch, tally.pass_progress())
+        score_seconds = time.perf_counter() - started
+        decode_seconds, decode_failure = decode_pass(data, chunks, scores, model, max(plan.top_ks), plan.batch, tally)
+    except Exception as exc:  # the whole pass failed: every setting that needed it did
+        return [Row(name, f"alphazip {backend}", "alphazip", len(data), math.nan, top_k=top_k, status="FAILED",
+                    reason=f"model pass: {type(exc).__name__}: {exc}", **same)
+                for top_k in plan.top_ks for backend in plan.backends]
     ideal = sum(scores.bits) / 8
-    same = {"model": _label(spec, plan), "context": context, "tokens": tokens}
     rows = [Row(name, "ideal", "limit", len(data), ideal, ideal_size=ideal, **same)]
     for top_k in plan.top_ks:
         symbols, escapes = symbolize(chunks, scores.ranks, top_k)
@@ -212,38 +227,54 @@ def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context:
         for backend in plan.backends:
             row = coded_row(name, data, model, plan.settings(backend, spec, context, top_k), scores, chunks, same)
             row.ideal_size = ideal
-            row.pack_seconds += score_seconds
-            row.unpack_seconds += decode_seconds
-            if decode_failure and row.mode == "model" and row.status == "OK":
-                row.status, row.reason = "FAILED", decode_failure
-            rows.append(_with_memory(row))
+            row.pack_seconds += score_seconds  # auto mode scores the text even where raw wins
+            if row.mode == "model":  # unpacking a raw archive never runs the model
+                row.unpack_seconds += decode_seconds
+                if decode_failure and row.status == "OK":
+                    row.status, row.reason = "FAILED", decode_failure
+            rows.append(row)
+    memory = peak_memory_mib()
+    for row in rows:
+        row.peak_rss_mib = memory
     return rows
 
 
-def decode_pass(data: bytes, archive, model: LanguageModel, tally: Tally) -> tuple[float, str]:
-    """Seconds of one model decoding pass over ``archive``, and why it failed ("" when exact)."""
+def decode_pass(data: bytes, chunks: list[np.ndarray], scores: Scores, model: LanguageModel, top_k: int,
+                batch: int, tally: Tally) -> tuple[float, str]:
+    """Seconds of one model decoding pass, and why it failed ("" when the bytes come back exactly).
+
+    It decodes the symbols of the largest k, so every rank any smaller k keeps is inverted too.
+    """
+    symbols, escapes = zip(*(symbolize([chunk], [ranks], top_k) for chunk, ranks in zip(chunks, scores.ranks)),
+                           strict=True) if chunks else ((), ())
     started = time.perf_counter()
     try:
-        restored = Decompressor().decode_with_model(archive, model, tally.pass_progress())
+        decoded = decode_chunks(model, list(symbols), list(escapes), top_k, batch, tally.pass_progress())
+        restored = model.tokenizer.decode(np.concatenate(decoded)) if decoded else b""
         failure = "" if restored == data else "model decoding pass: bytes differ"
     except Exception as exc:  # a bench reports every failure as data, whatever raised it
-        failure = f"model decoding pass: {exc}"
+        failure = f"model decoding pass: {type(exc).__name__}: {exc}"
     return time.perf_counter() - started, failure
 
 
 def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, scores: Scores,
               chunks: list[np.ndarray], same: dict) -> Row:
     """Code the shared ranks with one back-end and k; decode the payload and compare symbols."""
+    expected = symbolize(chunks, scores.ranks, settings.top_k)
     started = time.perf_counter()
-    archive = Compressor(settings).pack(data, scores=scores)
-    blob = container.write(archive)
+    try:
+        archive = Compressor(settings).pack(data, scores=scores)
+        blob = container.write(archive)
+    except Exception as exc:  # reported as data, like a failed check
+        return Row(name, f"alphazip {settings.backend}", "alphazip", len(data), math.nan, top_k=settings.top_k,
+                   status="FAILED", reason=f"pack: {type(exc).__name__}: {exc}", pack_seconds=0.0,
+                   unpack_seconds=0.0, **same)
     packed = time.perf_counter()
     row = Row(name, f"alphazip {settings.backend}", "alphazip", len(data), len(blob), top_k=settings.top_k,
               mode=archive.header.mode, pack_seconds=packed - started, **same)
     if archive.header.mode == "raw":
         _check(row, lambda: Decompressor().decompress(blob) == data, "unpacked bytes differ")
     else:
-        expected = symbolize(chunks, scores.ranks, settings.top_k)
         _check(row, lambda: _same_symbols(Decompressor.read_symbols(container.read(blob), model), expected),
                "decoded symbols differ")
     row.unpack_seconds = time.perf_counter() - packed
@@ -281,9 +312,24 @@ def _label(spec: str, plan: Plan) -> str:
     return Path(spec).name if len(plan.models) > 1 else ""
 
 
-def _with_memory(row: Row) -> Row:
-    row.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return row
+def reset_peak_memory() -> None:
+    """Restart the kernel's peak-RSS count (Linux), so each measurement has its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's since it started
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory since the last reset (Linux), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)  # macOS counts bytes, Linux KiB
 
 
 def failures(rows: list[Row]) -> list[Row]:

@@ -10,8 +10,8 @@ from .bench import Row, totals
 
 def markdown(rows: list[Row]) -> str:
     """Per file and in total: one table row per setting, classics and limits beside them."""
-    header = ("| setting | bytes | bits/byte | ratio | over ideal | pack tok/s | pack KB/s | unpack tok/s "
-              "| unpack KB/s | peak RSS MiB | status |\n" + "| --- " + "| ---: " * 9 + "| --- |")
+    header = ("| setting | mode | bytes | bits/byte | ratio | over ideal | pack tok/s | pack KB/s | unpack tok/s "
+              "| unpack KB/s | peak RSS MiB | status |\n" + "| --- | --- " + "| ---: " * 9 + "| --- |")
     out = []
     for file in _files(rows) + ["total"]:
         members = [r for r in rows if r.file == file] if file != "total" else totals(rows)
@@ -95,7 +95,7 @@ def _files(rows: list[Row]) -> list[str]:
 def _markdown_row(row: Row) -> str:
     status = "-" if row.kind == "limit" else (row.status if row.status == "OK" else f"**FAILED**: {row.reason}")
     ratio = row.size / row.original if row.original else None
-    cells = [row.setting, f"{row.size:,.0f}", _number(row.bits_per_byte, 3), _number(ratio, 3),
+    cells = [row.setting, row.mode or "-", _number(row.size, 0), _number(row.bits_per_byte, 3), _number(ratio, 3),
              _percent(row.over_ideal_percent), _number(row.tokens_per_second("pack"), 0),
              _number(row.kilobytes_per_second("pack"), 1), _number(row.tokens_per_second("unpack"), 0),
              _number(row.kilobytes_per_second("unpack"), 1), _number(row.peak_rss_mib, 0), status]

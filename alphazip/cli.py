@@ -60,7 +60,7 @@ def pack(
         target = _target(file, output, stdout, lambda name: name + SUFFIX)
         data = _read_input(file)
         started = time.perf_counter()
-        with _progress_bar("packing", quiet) as progress:
+        with progress_bar("packing", quiet) as progress:
             blob = api.Compressor(settings).compress(data, progress)
         _write_output(target, blob, force)
         if verbose:
@@ -78,7 +78,7 @@ def unpack(
         target = _target(file, output, stdout, _strip_suffix)
         blob = _read_input(file)
         started = time.perf_counter()
-        with _progress_bar("unpacking", quiet) as progress:
+        with progress_bar("unpacking", quiet) as progress:
             data = api.Decompressor(model).decompress(blob, progress)
         _write_output(target, data, force)
         if verbose:
@@ -94,7 +94,7 @@ def test(
     with _errors_to_exit():
         decompressor = api.Decompressor(model)
         for file in files:
-            with _progress_bar(f"testing {file}", quiet) as progress:
+            with progress_bar(f"testing {file}", quiet) as progress:
                 decompressor.decompress(_read_input(file), progress)
             if not quiet:
                 typer.echo(f"{file}: OK", err=True)
@@ -132,9 +132,10 @@ def bench(
             batch=batch, dtype=dtype, mode=mode, quick=quick)
         for values in itertools.product(plan.backends, plan.models, plan.contexts, plan.top_ks):
             _settings(**dict(zip(("backend", "model", "context", "top_k"), values)), batch=batch, dtype=dtype, mode=mode)
-        for path in files:
-            _read_input(str(path))  # a missing file fails now, not after an hour of benching
-        with _progress_bar("benching", quiet) as progress:
+        for path in files:  # a missing file fails now, not after an hour of benching
+            if str(path) == "-" or not path.is_file():
+                raise AlphazipError(f"{path}: no such file (bench reads files, not standard input)")
+        with progress_bar("benching", quiet) as progress:
             rows = benchmark.run(files, plan, progress)
         typer.echo(bench_output.markdown(rows))
         if out is not None:
@@ -238,7 +239,7 @@ def _write_output(target: Path | None, data: bytes, force: bool) -> None:
 
 
 @contextmanager
-def _progress_bar(label: str, quiet: bool):
+def progress_bar(label: str, quiet: bool):
     """A rich progress bar on stderr fed by (done, total) token counts; nothing when quiet."""
     if quiet:
         yield None

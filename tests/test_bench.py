@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from alphazip import Compressor
 from alphazip.backends.zstd import ZstdBackend
-from alphazip.bench import Plan, failures, order0_bytes, run, totals
+from alphazip.bench import QUICK_BYTES, Plan, failures, order0_bytes, run, totals
 from alphazip.cli import app
+from alphazip.schedule import decode_chunks
 
 PROSE = b"It was the best of times, it was the worst of times, it was the age of wisdom.\r\n" * 6
 BINARY = bytes(range(256)) * 2
@@ -73,9 +74,14 @@ def test_a_backend_that_decodes_wrongly_is_reported_failed(files, monkeypatch):
 
 
 def test_a_model_decoding_pass_that_goes_wrong_fails_every_model_setting(files, monkeypatch):
-    from alphazip.api import Decompressor
+    import alphazip.bench
 
-    monkeypatch.setattr(Decompressor, "decode_with_model", lambda self, archive, model, progress=None: b"wrong")
+    def off_by_one(*args, **kwargs):
+        chunks = decode_chunks(*args, **kwargs)
+        chunks[-1][-1] = (chunks[-1][-1] + 1) % 256
+        return chunks
+
+    monkeypatch.setattr(alphazip.bench, "decode_chunks", off_by_one)
     rows = run(files[:1], dataclasses.replace(PLAN, mode="model"))
     coded = alphazip_rows(rows, "prose.txt")
     assert len(coded) == 12 and all(r.status == "FAILED" and "bytes differ" in r.reason for r in coded)
@@ -127,3 +133,25 @@ def test_cli_bad_settings_are_usage_errors(files, args):
 def test_cli_missing_file_fails_before_benching(tmp_path):
     result = CliRunner().invoke(app, ["bench", str(tmp_path / "absent.txt"), "--model", TINY, "-q"])
     assert result.exit_code == 1 and "no such file" in result.stderr
+
+
+def test_files_sharing_a_name_are_both_benched(tmp_path, tiny):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "notes.txt").write_bytes(PROSE[: 100 if folder == "a" else 200])
+    plan = dataclasses.replace(PLAN, backends=("gzip",), contexts=(16,), top_ks=(65535,))
+    rows = run([tmp_path / "a" / "notes.txt", tmp_path / "b" / "notes.txt"], plan)
+    assert sorted({(r.file, r.original) for r in rows}) == [
+        (str(tmp_path / "a" / "notes.txt"), 100), (str(tmp_path / "b" / "notes.txt"), 200)]
+
+
+def test_quick_benches_only_the_first_bytes(tmp_path, tiny):
+    path = tmp_path / "long.txt"
+    path.write_bytes(PROSE * 20)
+    plan = dataclasses.replace(PLAN, backends=("gzip",), contexts=(16,), top_ks=(65535,), quick=True)
+    assert {r.original for r in run([path], plan)} == {QUICK_BYTES}
+
+
+def test_cli_refuses_standard_input(tiny):
+    result = CliRunner().invoke(app, ["bench", "-", "--model", TINY, "-q"])
+    assert result.exit_code == 1 and "standard input" in result.stderr

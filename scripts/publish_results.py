@@ -1,0 +1,52 @@
+"""Produce the project's published bench results from ../shared/corpus/ (docs/bench/).
+
+Runs ``alphazip bench`` over every corpus file (text and binary) with every back-end at the
+contexts and k given, and writes docs/bench/results.{md,csv,json} and the plots, headed by the
+command, commit, date and machine that produced them. docs/results.md discusses the figures.
+
+    python scripts/publish_results.py                       # the published run (about an hour here)
+    python scripts/publish_results.py --quick               # a smoke run of the same pipeline
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from alphazip import bench, bench_output
+from alphazip.api import Settings
+from alphazip.backends import backend_names
+from alphazip.cli import progress_bar
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--contexts", default="256,1024")
+    parser.add_argument("--top-k", default="255,65535")
+    parser.add_argument("--batch", type=int, default=Settings.batch)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    files = sorted(p for p in args.corpus.iterdir() if p.is_file() and p.name != "README.md")
+    plan = bench.Plan(backends=tuple(backend_names()), contexts=tuple(map(int, args.contexts.split(","))),
+                      top_ks=tuple(map(int, args.top_k.split(","))), batch=args.batch, quick=args.quick)
+    with progress_bar("benching the corpus", quiet=False) as progress:
+        rows = bench.run(files, plan, progress)
+    about = {"command": "python scripts/publish_results.py " + " ".join(sys.argv[1:]), "plan": plan.__dict__,
+             **bench.machine()}
+    bench_output.save(rows, args.out, about)
+    table = bench_output.markdown(rows)
+    (args.out / "results.md").write_text(f"# Bench results\n\n```\n{json.dumps(about, indent=1)}\n```\n{table}")
+    print(table)
+    failed = bench.failures(rows)
+    if failed:
+        print(f"{len(failed)} setting(s) FAILED", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

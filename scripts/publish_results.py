@@ -24,14 +24,14 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("files", nargs="*", type=Path, help="default: every file of ../shared/corpus/")
     parser.add_argument("--contexts", default="256,1024")
     parser.add_argument("--top-k", default="255,65535")
     parser.add_argument("--batch", type=int, default=Settings.batch)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    files = sorted(p for p in args.corpus.iterdir() if p.is_file() and p.name != "README.md")
+    files = args.files or sorted(p for p in CORPUS.iterdir() if p.is_file() and p.name != "README.md")
     plan = bench.Plan(backends=tuple(backend_names()), contexts=tuple(map(int, args.contexts.split(","))),
                       top_ks=tuple(map(int, args.top_k.split(","))), batch=args.batch, quick=args.quick)
     with progress_bar("benching the corpus", quiet=False) as progress:

@@ -10,34 +10,20 @@ and each archive is fully decompressed. Prints a Markdown table; ``--json`` save
 """
 
 import argparse
-import bz2
-import gzip
 import json
-import lzma
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import brotli
 import numpy as np
-import zstandard
 
 from alphazip import container
 from alphazip.api import MODELS, Compressor, Decompressor, Settings, looks_binary, symbolize
 from alphazip.backends import backend_names, get_backend
+from alphazip.bench import CLASSICS, machine
 from alphazip.schedule import score_chunks, split_chunks
-
-CLASSICS = {
-    "gzip -9": lambda b: gzip.compress(b, 9, mtime=0),
-    "bzip2 -9": lambda b: bz2.compress(b, 9),
-    "xz -9e": lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
-    "zstd -19": lambda b: zstandard.ZstdCompressor(level=19).compress(b),
-    "brotli -11": lambda b: brotli.compress(b, quality=11),
-}
 
 
 def peak_rss_mib() -> float:
@@ -121,7 +107,7 @@ def main() -> None:
     report = {"settings": settings.__dict__, "machine": machine(), "files": {}}
     for path in args.files:
         data = path.read_bytes()
-        entry = {"bytes": len(data), "classics": {k: len(f(data)) for k, f in CLASSICS.items()}}
+        entry = {"bytes": len(data), "classics": {k: len(f(data)) for k, (f, _) in CLASSICS.items()}}
         if looks_binary(data) or not data:
             entry |= bench_binary(data, settings)
         else:
@@ -141,12 +127,6 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=1))
     if not all(f["round_trip"] for f in report["files"].values()):
         sys.exit(1)
-
-
-def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {"commit": commit, "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-            "cores": __import__("os").cpu_count()}
 
 
 def bpb(size: int, original: int) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from alphazip import bench, bench_output
 from alphazip.api import Settings
 from alphazip.backends import backend_names
-from alphazip.cli import progress_bar
+from alphazip.cli import _quiet_libraries, progress_bar
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    _quiet_libraries()
     files = args.files or sorted(p for p in CORPUS.iterdir() if p.is_file() and p.name != "README.md")
     plan = bench.Plan(backends=tuple(backend_names()), contexts=tuple(map(int, args.contexts.split(","))),
                       top_ks=tuple(map(int, args.top_k.split(","))), batch=args.batch, quick=args.quick)

@@ -1,0 +1,124 @@
+"""Our own Llama forward pass whose logits depend only on each sequence's own tokens.
+
+Work in progress for issue 5 (not wired into pack/unpack yet). The float results of a library
+forward pass change with how work is batched: BLAS picks another summation order when a
+thread's share of rows is small, oneDNN has a separate one-row path. Here every matrix product
+runs with its row count padded to a multiple of ``ROW_MULTIPLE`` with zero rows, keys always
+span the whole preallocated cache (masked with -inf), and the residual stream and norms stay in
+float32; only matrix-product inputs are cast to the compute dtype. Prefill and stepping then
+run the same shapes per row, so a full pass and token-by-token stepping give the same bits.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+ROW_MULTIPLE = 8
+
+
+def matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """``rows @ weight_t`` over the last two dims, the row count padded to ``ROW_MULTIPLE``."""
+    count = rows.shape[-2]
+    padded = -count % ROW_MULTIPLE
+    if padded:
+        rows = F.pad(rows, (0, 0, 0, padded))
+    return torch.matmul(rows, weight_t)[..., :count, :]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama's RMSNorm in float32, one row at a time."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for ``batch`` sequences of at most ``length`` tokens."""
+
+    keys: list[torch.Tensor]  # per layer [batch, kv_heads, length, head_dim]
+    values: list[torch.Tensor]
+
+
+class LlamaEngine:
+    """A batch-invariant forward pass over a transformers Llama model's weights."""
+
+    def __init__(self, hf_model, dtype: torch.dtype):
+        config = hf_model.config
+        self.dtype = dtype
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        inner = hf_model.model
+        self.embed = inner.embed_tokens.weight.detach().float()
+        self.final_norm = inner.norm.weight.detach().float()
+        self.head_t = hf_model.lm_head.weight.detach().to(dtype).t().contiguous()
+        self.layers = [self._layer(layer) for layer in inner.layers]
+        theta = config.rope_parameters["rope_theta"] if getattr(config, "rope_parameters", None) else config.rope_theta
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
+
+    def _layer(self, layer) -> dict:
+        attention, mlp = layer.self_attn, layer.mlp
+
+        def t(linear):
+            return linear.weight.detach().to(self.dtype).t().contiguous()
+
+        return {"norm1": layer.input_layernorm.weight.detach().float(),
+                "norm2": layer.post_attention_layernorm.weight.detach().float(),
+                "q": t(attention.q_proj), "k": t(attention.k_proj), "v": t(attention.v_proj), "o": t(attention.o_proj),
+                "gate": t(mlp.gate_proj), "up": t(mlp.up_proj), "down": t(mlp.down_proj)}
+
+    def new_cache(self, batch: int, length: int) -> KVCache:
+        shape = (batch, self.kv_heads, length, self.head_dim)
+        return KVCache([torch.zeros(shape, dtype=self.dtype) for _ in self.layers],
+                       [torch.zeros(shape, dtype=self.dtype) for _ in self.layers])
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
+        """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1."""
+        batch, count = tokens.shape
+        x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
+        cos, sin = self._rope(start, count)
+        length = cache.keys[0].shape[2]
+        positions = torch.arange(start, start + count)[:, None]
+        mask = torch.where(torch.arange(length)[None, :] <= positions, 0.0, -math.inf)  # [T, length]
+        for index, w in enumerate(self.layers):
+            h = rms_norm(x, w["norm1"], self.eps).to(self.dtype)
+            q = self._heads(matmul(h, w["q"]), self.heads)
+            k = self._heads(matmul(h, w["k"]), self.kv_heads)
+            v = self._heads(matmul(h, w["v"]), self.kv_heads)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            cache.keys[index][:, :, start:start + count] = k.to(self.dtype)
+            cache.values[index][:, :, start:start + count] = v.to(self.dtype)
+            x = x + self._attend(q.to(self.dtype), cache.keys[index], cache.values[index], mask, batch, count, w["o"])
+            h = rms_norm(x, w["norm2"], self.eps).to(self.dtype)
+            hidden = F.silu(matmul(h, w["gate"]).float()) * matmul(h, w["up"]).float()
+            x = x + matmul(hidden.to(self.dtype), w["down"]).float()
+        x = rms_norm(x, self.final_norm, self.eps).to(self.dtype)
+        return matmul(x, self.head_t).float()
+
+    def _heads(self, projected: torch.Tensor, heads: int) -> torch.Tensor:
+        batch, count, _ = projected.shape
+        return projected.float().view(batch, count, heads, self.head_dim).transpose(1, 2)  # [B, heads, T, D]
+
+    def _attend(self, q, keys, values, mask, batch: int, count: int, o_t) -> torch.Tensor:
+        group = self.heads // self.kv_heads
+        keys = keys.repeat_interleave(group, dim=1)  # [B, heads, length, D]
+        values = values.repeat_interleave(group, dim=1)
+        scores = matmul(q, keys.transpose(-1, -2)).float() / math.sqrt(self.head_dim) + mask
+        weights = torch.softmax(scores, dim=-1).to(self.dtype)
+        out = matmul(weights, values)  # [B, heads, T, D]
+        out = out.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
+        return matmul(out.to(self.dtype), o_t).float()
+
+    def _rope(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = torch.arange(start, start + count, dtype=torch.float64)[:, None] * self.inv_freq[None, :]
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos().float(), angles.sin().float()
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin

@@ -15,11 +15,11 @@ import transformers
 from . import container
 from .backends import get_backend
 from .container import Archive, Header
-from .errors import BadArchiveError, ChecksumError, ModelMismatchError
+from .errors import AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError
 from .model import DEFAULT_MODEL, LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 
-ENGINE = "transformers-static-step"  # lockstep stepping through transformers with a static KV cache
+DECODE_BATCH = 64  # chunks stepped together when unpacking on an invariant engine (any value decodes)
 DEFAULT_TOP_K = 65535  # above the vocabulary: escapes only for raw-byte ids (docs/results.md)
 DEFAULT_CONTEXT = 1024
 DEFAULT_BATCH = 32
@@ -40,6 +40,7 @@ class Settings:
     batch: int = DEFAULT_BATCH  # chunks stepped together
     dtype: str = DEFAULT_DTYPE
     mode: str = "auto"  # "auto": model unless the data looks binary, smaller of model/raw; or "model"/"raw"
+    engine: str = "auto"  # inference path: "auto" = the model's preferred one, or a name from model.engines
 
     def __post_init__(self):
         get_backend(self.backend)  # fails early, naming the known back-ends
@@ -105,15 +106,16 @@ class Compressor:
                         scores: Scores | None = None) -> Archive:
         """The model-mode archive of ``data`` (``scores`` may be reused from an earlier pass)."""
         s = self.settings
+        engine = engine_for(model, s.engine)
         chunks = split_chunks(model.tokenizer.encode(data), s.context)
         if scores is None:
-            scores = score_chunks(model, chunks, s.batch, progress)
+            scores = score_chunks(model, chunks, s.batch, progress, engine)
         symbols, escapes = symbolize(chunks, scores.ranks, s.top_k)
         backend = get_backend(s.backend)
         header = Header(
             mode="model", backend=s.backend, model=model.name, model_fingerprint=model.fingerprint,
-            dtype=model.dtype, engine=ENGINE, top_k=s.top_k, context=s.context, batch=s.batch,
-            threads=torch.get_num_threads(), versions=library_versions())
+            dtype=model.dtype, engine=engine, probe=model.probe(engine), top_k=s.top_k, context=s.context,
+            batch=s.batch, threads=torch.get_num_threads(), versions=library_versions())
         streams = [backend.encode(symbols, s.top_k + 1), backend.encode(escapes, model.tokenizer.id_space)]
         crcs = [zlib.crc32(model.tokenizer.decode(chunk)) for chunk in chunks]
         return Archive(header, [len(c) for c in chunks], crcs, streams, *container.original_identity(data))
@@ -148,8 +150,11 @@ class Decompressor:
         header = archive.header
         _check_model(header, model)
         symbols, escapes = self.read_symbols(archive, model)
-        with torch_threads(header.threads):
-            chunks = decode_chunks(model, symbols, escapes, header.top_k, header.batch, progress)
+        if model.invariant(header.engine):  # any batch and thread count give the same logits
+            chunks = decode_chunks(model, symbols, escapes, header.top_k, DECODE_BATCH, progress, header.engine)
+        else:  # the very schedule the archive was packed with
+            with torch_threads(header.threads):
+                chunks = decode_chunks(model, symbols, escapes, header.top_k, header.batch, progress, header.engine)
         pieces = []
         for index, (chunk, crc) in enumerate(zip(chunks, archive.chunk_crcs)):
             try:
@@ -250,12 +255,26 @@ def _bytes_of(symbols: np.ndarray) -> bytes:
 
 
 def _check_model(header: Header, model: LanguageModel) -> None:
-    if header.engine != ENGINE:
-        raise ModelMismatchError(f"archive needs inference engine {header.engine!r}; this build has {ENGINE!r}")
+    if header.engine not in model.engines:
+        raise ModelMismatchError(f"archive needs inference engine {header.engine!r}; "
+                                 f"this build runs {model.name!r} on {', '.join(model.engines)}")
     if header.model_fingerprint != model.fingerprint:
         raise ModelMismatchError(
             f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
             f"not {model.name!r} ({model.fingerprint[:12]})")
+    if header.probe != model.probe(header.engine):  # checked before anything is decoded or written
+        raise ModelMismatchError(
+            f"this machine's kernels give other logits than the packing machine's (probe fingerprint "
+            f"{model.probe(header.engine)[:12]}, archive {header.probe[:12]}){_setup_difference(header)}")
+
+
+def engine_for(model: LanguageModel, choice: str) -> str:
+    """The inference path ``choice`` names for ``model`` ("auto": the model's preferred one)."""
+    if choice == "auto":
+        return model.engines[0]
+    if choice not in model.engines:
+        raise AlphazipError(f"engine {choice!r} does not run {model.name!r}; it runs on {', '.join(model.engines)}")
+    return choice
 
 
 def _setup_difference(header: Header) -> str:
@@ -283,7 +302,7 @@ def describe(blob: bytes) -> dict:
     facts = {"format": f"alphazip v{container.FORMAT_VERSION}", "mode": header.mode, "backend": header.backend}
     if header.mode == "model":
         facts |= {"model": header.model, "fingerprint": header.model_fingerprint, "dtype": header.dtype,
-                  "engine": header.engine, "top_k": header.top_k, "context": header.context,
+                  "engine": header.engine, "probe": header.probe[:16] or "-", "top_k": header.top_k, "context": header.context,
                   "batch": header.batch, "threads": header.threads,
                   "versions": ", ".join(f"{k} {v}" for k, v in sorted(header.versions.items())),
                   "chunks": len(archive.chunk_tokens), "tokens": sum(archive.chunk_tokens)}

@@ -28,7 +28,7 @@ import torch
 import zstandard
 
 from . import container
-from .api import MODELS, Compressor, Decompressor, Settings, library_versions, looks_binary, symbolize
+from .api import MODELS, Compressor, Decompressor, Settings, engine_for, library_versions, looks_binary, symbolize
 from .model import LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 
@@ -56,11 +56,12 @@ class Plan:
     batch: int = Settings.batch
     dtype: str = Settings.dtype
     mode: str = Settings.mode
+    engine: str = Settings.engine
     quick: bool = False
 
     def settings(self, backend: str, model: str, context: int, top_k: int) -> Settings:
         return Settings(backend=backend, model=model, top_k=top_k, context=context, batch=self.batch,
-                        dtype=self.dtype, mode=self.mode)
+                        dtype=self.dtype, mode=self.mode, engine=self.engine)
 
 
 @dataclass
@@ -210,10 +211,12 @@ def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context:
     same = {"model": _label(spec, plan), "context": context, "tokens": sum(map(len, chunks))}
     reset_peak_memory()
     try:
+        engine = engine_for(model, plan.engine)
         started = time.perf_counter()
-        scores = score_chunks(model, chunks, plan.batch, tally.pass_progress())
+        scores = score_chunks(model, chunks, plan.batch, tally.pass_progress(), engine)
         score_seconds = time.perf_counter() - started
-        decode_seconds, decode_failure = decode_pass(data, chunks, scores, model, max(plan.top_ks), plan.batch, tally)
+        decode_seconds, decode_failure = decode_pass(data, chunks, scores, model, max(plan.top_ks), plan.batch,
+                                                     engine, tally)
     except Exception as exc:  # the whole pass failed: every setting that needed it did
         return [Row(name, f"alphazip {backend}", "alphazip", len(data), math.nan, top_k=top_k, status="FAILED",
                     reason=f"model pass: {type(exc).__name__}: {exc}", **same)
@@ -240,7 +243,7 @@ def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context:
 
 
 def decode_pass(data: bytes, chunks: list[np.ndarray], scores: Scores, model: LanguageModel, top_k: int,
-                batch: int, tally: Tally) -> tuple[float, str]:
+                batch: int, engine: str, tally: Tally) -> tuple[float, str]:
     """Seconds of one model decoding pass, and why it failed ("" when the bytes come back exactly).
 
     It decodes the symbols of the largest k, so every rank any smaller k keeps is inverted too.
@@ -249,7 +252,7 @@ def decode_pass(data: bytes, chunks: list[np.ndarray], scores: Scores, model: La
                            strict=True) if chunks else ((), ())
     started = time.perf_counter()
     try:
-        decoded = decode_chunks(model, list(symbols), list(escapes), top_k, batch, tally.pass_progress())
+        decoded = decode_chunks(model, list(symbols), list(escapes), top_k, batch, tally.pass_progress(), engine)
         restored = model.tokenizer.decode(np.concatenate(decoded)) if decoded else b""
         failure = "" if restored == data else "model decoding pass: bytes differ"
     except Exception as exc:  # a bench reports every failure as data, whatever raised it

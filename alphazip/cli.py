@@ -53,10 +53,12 @@ def pack(
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Inference path: auto, alphazip-llama-1 or transformers-static-step.")] = "auto",
 ):
     """Pack FILE into FILE.az."""
     with _errors_to_exit():
-        settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype, mode=mode)
+        settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype,
+                             mode=mode, engine=engine)
         target = _target(file, output, stdout, lambda name: name + SUFFIX)
         data = _read_input(file)
         started = time.perf_counter()
@@ -120,6 +122,7 @@ def bench(
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto, model or raw, as for pack.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Inference path, as for pack.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Folder for results.csv, results.json and PNG plots.")] = None,
     quick: Annotated[bool, typer.Option(help=f"Smoke run: only the first {benchmark.QUICK_BYTES} bytes of each file.")] = False,
     quiet: Quiet = False,
@@ -129,9 +132,10 @@ def bench(
         plan = benchmark.Plan(
             backends=tuple(backend_names()) if backends == "all" else _names(backends),
             models=_names(model), contexts=_integers(context, "--context"), top_ks=_integers(top_k, "--top-k"),
-            batch=batch, dtype=dtype, mode=mode, quick=quick)
+            batch=batch, dtype=dtype, mode=mode, engine=engine, quick=quick)
         for values in itertools.product(plan.backends, plan.models, plan.contexts, plan.top_ks):
-            _settings(**dict(zip(("backend", "model", "context", "top_k"), values)), batch=batch, dtype=dtype, mode=mode)
+            _settings(**dict(zip(("backend", "model", "context", "top_k"), values)), batch=batch, dtype=dtype, mode=mode,
+                      engine=engine)
         for path in files:  # a missing file fails now, not after an hour of benching
             if str(path) == "-" or not path.is_file():
                 raise AlphazipError(f"{path}: no such file (bench reads files, not standard input)")

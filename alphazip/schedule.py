@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from .model import LanguageModel
+from .model.lm import TRANSFORMERS_ENGINE
 from .ranks import ranks_of, tokens_at
 
 Progress = Callable[[int, int], None]  # called with (tokens done so far, tokens in all)
+SEGMENT = 32  # tokens per forward call when packing on an invariant engine (B x 32 rows of logits)
 
 
 @dataclass(frozen=True)
@@ -46,25 +48,29 @@ class Scores:
 
 
 @torch.inference_mode()
-def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, progress: Progress | None = None) -> Scores:
-    """Rank every token of every chunk under the lockstep schedule."""
+def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, progress: Progress | None = None,
+                 engine: str = TRANSFORMERS_ENGINE) -> Scores:
+    """Rank every token of every chunk: in lockstep, or in whole segments where ``engine`` allows."""
+    segment = SEGMENT if model.invariant(engine) else 1
     scores = Scores([], [])
     done, total = 0, sum(map(len, chunks))
     for group in groups(len(chunks), batch):
         members = [chunks[i] for i in group]
         tokens = _padded(members, fill=model.bos_id)
+        inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), tokens[:, :-1]], axis=1)
         ranks = np.full(tokens.shape, -1, dtype=np.int64)
         bits = np.zeros(len(members))
         lengths = np.array([len(m) for m in members])
-        stepper = model.stepper(len(members), tokens.shape[1])
-        previous = np.full(len(members), model.bos_id, dtype=np.int64)
-        for t in range(tokens.shape[1]):
-            logits = stepper.step(previous)
-            target = torch.from_numpy(tokens[:, t])
-            ranks[:, t] = ranks_of(logits, target).numpy()
-            bits += _ideal_bits(logits, target) * (t < lengths)
-            previous = tokens[:, t]
-            done += int((t < lengths).sum())
+        stepper = model.stepper(len(members), tokens.shape[1], engine)
+        for start in range(0, tokens.shape[1], segment):
+            stop = min(start + segment, tokens.shape[1])
+            logits = stepper.advance(inputs[:, start:stop])
+            flat = logits.reshape(-1, logits.shape[-1])
+            target = torch.from_numpy(np.ascontiguousarray(tokens[:, start:stop]).reshape(-1))
+            live = np.arange(start, stop)[None, :] < lengths[:, None]
+            ranks[:, start:stop] = ranks_of(flat, target).view(len(members), -1).numpy()
+            bits += (_ideal_bits(flat, target).reshape(len(members), -1) * live).sum(1)
+            done += int(live.sum())
             if progress:
                 progress(done, total)
         scores.ranks += [ranks[row, :length] for row, length in enumerate(lengths)]
@@ -80,6 +86,7 @@ def decode_chunks(
     top_k: int,
     batch: int,
     progress: Progress | None = None,
+    engine: str = TRANSFORMERS_ENGINE,
 ) -> list[np.ndarray]:
     """Token ids of every chunk from its rank symbols (``top_k`` = escape) and escaped ids."""
     decoded = []
@@ -89,7 +96,7 @@ def decode_chunks(
         lengths = np.array([len(symbols[i]) for i in group])
         escape_ids = [iter(escapes[i].tolist()) for i in group]
         tokens = np.full(wanted.shape, model.bos_id, dtype=np.int64)
-        stepper = model.stepper(len(group), wanted.shape[1])
+        stepper = model.stepper(len(group), wanted.shape[1], engine)
         previous = np.full(len(group), model.bos_id, dtype=np.int64)
         for t in range(wanted.shape[1]):
             logits = stepper.step(previous)

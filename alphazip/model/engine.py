@@ -1,6 +1,6 @@
 """Our own Llama forward pass whose logits depend only on each sequence's own tokens.
 
-Work in progress for issue 5 (not wired into pack/unpack yet). The float results of a library
+The float results of a library
 forward pass change with how work is batched: BLAS picks another summation order when a
 thread's share of rows is small, oneDNN has a separate one-row path. Here every matrix product
 runs with its row count padded to a multiple of ``ROW_MULTIPLE`` with zero rows, keys always
@@ -9,13 +9,17 @@ float32; only matrix-product inputs are cast to the compute dtype. Prefill and s
 run the same shapes per row, so a full pass and token-by-token stepping give the same bits.
 """
 
+import hashlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 ROW_MULTIPLE = 8
+PROBE_LENGTH = 24  # tokens per row of the guard's fixed probe input
+ENGINE_NAME = "alphazip-llama-1"  # recorded in headers; bump when the arithmetic changes
 
 
 def matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
@@ -122,3 +126,35 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
+
+
+class EngineStepper:
+    """Advances ``batch`` sequences through the engine: one token per :meth:`step`, or many per :meth:`advance`.
+
+    Since the engine is batch- and path-invariant, packing may advance whole segments while
+    unpacking steps token by token, each with any batch: the logits are the same bits.
+    """
+
+    def __init__(self, engine: LlamaEngine, model_inputs, batch: int, length: int):
+        self.engine = engine
+        self.model_inputs = model_inputs
+        self.cache = engine.new_cache(batch, max(length, 1))
+        self.position = 0
+
+    def step(self, token_ids) -> torch.Tensor:
+        """Feed one token per sequence ([B]); next-token logits [B, V] as float32."""
+        return self.advance(np.asarray(token_ids, dtype=np.int64)[:, None])[:, 0]
+
+    def advance(self, token_ids: np.ndarray) -> torch.Tensor:
+        """Feed ``T`` tokens per sequence ([B, T]); logits after each, [B, T, V] float32."""
+        inputs = torch.from_numpy(self.model_inputs(np.asarray(token_ids, dtype=np.int64)))
+        logits = self.engine.forward(inputs, self.position, self.cache)
+        self.position += inputs.shape[1]
+        return logits
+
+
+def probe_fingerprint(engine: LlamaEngine, vocab_size: int) -> str:
+    """sha256 of the engine's logits on a fixed input: equal only where the kernels agree bit for bit."""
+    ids = (torch.arange(2 * PROBE_LENGTH, dtype=torch.int64) * 7919 % vocab_size).view(2, PROBE_LENGTH)
+    logits = engine.forward(ids, 0, engine.new_cache(2, PROBE_LENGTH))
+    return hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest()

@@ -14,9 +14,11 @@ import torch
 
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
+from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .registry import BUILTIN_MODELS, cache_root, file_sha256, pull
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through transformers, static KV cache
 
 
 class LanguageModel:
@@ -32,6 +34,8 @@ class LanguageModel:
         identity = {"weights": weights_digest, "tokenizer": tokenizer.fingerprint,
                     "config": _config_identity(hf_model.config)}
         self.fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        self._llama_engine: LlamaEngine | None = None  # built on first use
+        self._probe: str | None = None
 
     @classmethod
     def from_hf(cls, hf_model, hf_tokenizer, name: str, dtype: str = "float32") -> "LanguageModel":
@@ -57,9 +61,35 @@ class LanguageModel:
         """Width of the logits the model returns (may exceed the tokenizer's vocabulary)."""
         return self.hf.config.vocab_size
 
-    def stepper(self, batch_size: int, length: int) -> "Stepper":
-        """A fresh state for ``batch_size`` sequences that advance one token per call, ``length`` times at most."""
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """Inference paths this model runs on, preferred first."""
+        ours = (ENGINE_NAME,) if self.hf.config.model_type == "llama" else ()
+        return (*ours, TRANSFORMERS_ENGINE)
+
+    def invariant(self, engine: str) -> bool:
+        """Whether ``engine``'s logits are independent of batching, path and thread count."""
+        return engine == ENGINE_NAME
+
+    def stepper(self, batch_size: int, length: int, engine: str = TRANSFORMERS_ENGINE):
+        """A fresh state for ``batch_size`` sequences of at most ``length`` tokens on ``engine``."""
+        if engine == ENGINE_NAME:
+            return EngineStepper(self._engine, self.tokenizer.model_inputs, batch_size, length)
         return Stepper(self, batch_size, length)
+
+    def probe(self, engine: str) -> str:
+        """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""
+        if engine != ENGINE_NAME:
+            return ""
+        if self._probe is None:
+            self._probe = probe_fingerprint(self._engine, self.tokenizer.vocab_size)
+        return self._probe
+
+    @property
+    def _engine(self) -> LlamaEngine:
+        if self._llama_engine is None:
+            self._llama_engine = LlamaEngine(self.hf, DTYPES[self.dtype])
+        return self._llama_engine
 
 
 class Stepper:
@@ -85,6 +115,12 @@ class Stepper:
                             cache_position=torch.tensor([self._position]))
         self._position += 1
         return out.logits[:, -1, :].float()
+
+    def advance(self, token_ids: np.ndarray) -> torch.Tensor:
+        """:meth:`step` for ``token_ids`` [B, 1]: lockstep allows one token per call."""
+        if token_ids.shape[1] != 1:
+            raise ValueError("the transformers path must step one token at a time")
+        return self.step(token_ids[:, 0])[:, None]
 
 
 def resolve(spec: str, log=lambda message: None) -> Path:

@@ -1,0 +1,78 @@
+"""Archives on the invariant engine decode under any batch and thread count; the guard stops the rest."""
+
+import pytest
+import torch
+from conftest import TINY
+from typer.testing import CliRunner
+
+from alphazip import Compressor, Decompressor, api, container
+from alphazip.cli import app
+from alphazip.errors import ModelMismatchError
+from alphazip.model.engine import ENGINE_NAME
+from alphazip.model.lm import TRANSFORMERS_ENGINE
+
+TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, " * 8).encode()
+BASE = {"model": TINY, "context": 48, "mode": "model"}
+
+
+@pytest.fixture(params=["float32", "bfloat16"])
+def dtype(request, tiny):
+    return request.param
+
+
+def pack(batch: int, dtype: str, **extra) -> bytes:
+    return Compressor(batch=batch, dtype=dtype, **BASE, **extra).compress(TEXT)
+
+
+def test_tiny_llama_packs_on_the_invariant_engine(dtype):
+    header = container.read(pack(3, dtype)).header
+    assert header.engine == ENGINE_NAME and len(header.probe) == 64
+
+
+@pytest.mark.parametrize("pack_batch", [1, 7])
+def test_payload_does_not_depend_on_the_packing_batch(dtype, pack_batch):
+    assert container.read(pack(pack_batch, dtype)).streams == container.read(pack(64, dtype)).streams
+
+
+@pytest.mark.parametrize("threads", [1, 2, 8])
+@pytest.mark.parametrize("unpack_batch", [1, 7, 64])
+def test_unpacks_under_any_batch_and_thread_count(dtype, monkeypatch, threads, unpack_batch):
+    blob = pack(7, dtype)
+    monkeypatch.setattr(api, "DECODE_BATCH", unpack_batch)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert Decompressor().decompress(blob) == TEXT
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_transformers_engine_still_packs_and_unpacks(dtype):
+    blob = pack(3, dtype, engine=TRANSFORMERS_ENGINE)
+    assert container.read(blob).header.engine == TRANSFORMERS_ENGINE
+    assert Decompressor().decompress(blob) == TEXT
+
+
+def altered_probe(blob: bytes) -> bytes:
+    archive = container.read(blob)
+    probe = archive.header.probe
+    archive.header.probe = ("0" if probe[0] != "0" else "1") + probe[1:]
+    return container.write(archive)
+
+
+def test_guard_refuses_an_archive_whose_probe_differs():
+    with pytest.raises(ModelMismatchError, match="probe fingerprint"):
+        Decompressor().decompress(altered_probe(pack(3, "float32")))
+
+
+def test_cli_guard_writes_nothing(tmp_path):
+    archive = tmp_path / "text.az"
+    archive.write_bytes(altered_probe(pack(3, "float32")))
+    result = CliRunner().invoke(app, ["unpack", str(archive), "-q"])
+    assert result.exit_code == 1 and "probe fingerprint" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.az"]
+
+
+def test_unknown_engine_is_a_clear_error():
+    with pytest.raises(Exception, match="does not run"):
+        pack(3, "float32", engine="warp-drive")

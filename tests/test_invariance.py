@@ -12,7 +12,7 @@ from alphazip.model.engine import ENGINE_NAME
 from alphazip.model.lm import TRANSFORMERS_ENGINE
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, " * 8).encode()
-BASE = {"model": TINY, "context": 48, "mode": "model"}
+BASE = {"model": TINY, "context": 48, "mode": "model", "engine": ENGINE_NAME}
 
 
 @pytest.fixture(params=["float32", "bfloat16"])
@@ -21,12 +21,14 @@ def dtype(request, tiny):
 
 
 def pack(batch: int, dtype: str, **extra) -> bytes:
-    return Compressor(batch=batch, dtype=dtype, **BASE, **extra).compress(TEXT)
+    return Compressor(**{**BASE, "batch": batch, "dtype": dtype, **extra}).compress(TEXT)
 
 
-def test_tiny_llama_packs_on_the_invariant_engine(dtype):
+def test_invariant_engine_is_recorded_with_its_probe(dtype):
     header = container.read(pack(3, dtype)).header
     assert header.engine == ENGINE_NAME and len(header.probe) == 64
+    default = container.read(Compressor(model=TINY, context=48, mode="model", dtype=dtype).compress(TEXT)).header
+    assert default.engine == TRANSFORMERS_ENGINE and default.probe == ""  # opt-in until it is faster
 
 
 @pytest.mark.parametrize("pack_batch", [1, 7])

@@ -63,9 +63,13 @@ class LanguageModel:
 
     @property
     def engines(self) -> tuple[str, ...]:
-        """Inference paths this model runs on, preferred first."""
+        """Inference paths this model runs on, preferred first.
+
+        Our invariant engine is opt-in (``--engine alphazip-llama-1``) until it unpacks faster
+        than the transformers path (issue 5); Llama models run on both.
+        """
         ours = (ENGINE_NAME,) if self.hf.config.model_type == "llama" else ()
-        return (*ours, TRANSFORMERS_ENGINE)
+        return (TRANSFORMERS_ENGINE, *ours)
 
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""

@@ -100,8 +100,11 @@ class Row:
         return 100 * (self.size / self.ideal_size - 1) if self.ideal_size else None
 
     def tokens_per_second(self, direction: str) -> float | None:
+        """Model tokens per second; none for a raw archive's unpacking, which runs no model."""
         seconds = getattr(self, f"{direction}_seconds")
-        return self.tokens / seconds if seconds and self.tokens else None
+        if not (seconds and self.tokens) or (direction == "unpack" and self.mode == "raw"):
+            return None
+        return self.tokens / seconds
 
     def kilobytes_per_second(self, direction: str) -> float | None:
         seconds = getattr(self, f"{direction}_seconds")

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 
 from .bench import Row, totals
@@ -34,6 +35,14 @@ def save(rows: list[Row], folder: Path, about: dict) -> list[Path]:
     (folder / "results.json").write_text(json.dumps({"about": about, "rows": records}, indent=1) + "\n")
     return [folder / "results.csv", folder / "results.json", plot_bits_per_byte(rows, folder / "bits_per_byte.png"),
             plot_size_vs_speed(rows, folder / "size_vs_speed.png")]
+
+
+def load(path: Path) -> tuple[list[Row], dict]:
+    """Rows and facts back from a saved results.json (per-file rows; totals are recomputed)."""
+    saved = json.loads(path.read_text())
+    names = {f.name for f in fields(Row)}
+    rows = [Row(**{k: v for k, v in record.items() if k in names}) for record in saved["rows"] if record["file"] != "total"]
+    return rows, saved["about"]
 
 
 def plot_bits_per_byte(rows: list[Row], path: Path) -> Path:

@@ -6,6 +6,7 @@ command, commit, date and machine that produced them. docs/results.md discusses 
 
     python scripts/publish_results.py                       # the published run (about an hour here)
     python scripts/publish_results.py --quick               # a smoke run of the same pipeline
+    python scripts/publish_results.py --render --out docs/bench   # re-render a saved run
 """
 
 import argparse
@@ -30,15 +31,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=Settings.batch)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--render", action="store_true", help="re-render OUT/results.json; run nothing")
     args = parser.parse_args()
     _quiet_libraries()
     files = args.files or sorted(p for p in CORPUS.iterdir() if p.is_file() and p.name != "README.md")
     plan = bench.Plan(backends=tuple(backend_names()), contexts=tuple(map(int, args.contexts.split(","))),
                       top_ks=tuple(map(int, args.top_k.split(","))), batch=args.batch, quick=args.quick)
-    with progress_bar("benching the corpus", quiet=False) as progress:
-        rows = bench.run(files, plan, progress)
-    about = {"command": "python scripts/publish_results.py " + " ".join(sys.argv[1:]), "plan": plan.__dict__,
-             **bench.machine()}
+    if args.render:  # formatting changed: re-render a saved run's figures, measure nothing
+        rows, about = bench_output.load(args.out / "results.json")
+    else:
+        with progress_bar("benching the corpus", quiet=False) as progress:
+            rows = bench.run(files, plan, progress)
+        about = {"command": "python scripts/publish_results.py " + " ".join(sys.argv[1:]), "plan": plan.__dict__,
+                 **bench.machine()}
     bench_output.save(rows, args.out, about)
     table = bench_output.markdown(rows)
     (args.out / "results.md").write_text(f"# Bench results\n\n```\n{json.dumps(about, indent=1)}\n```\n{table}")

@@ -155,3 +155,14 @@ def test_quick_benches_only_the_first_bytes(tmp_path, tiny):
 def test_cli_refuses_standard_input(tiny):
     result = CliRunner().invoke(app, ["bench", "-", "--model", TINY, "-q"])
     assert result.exit_code == 1 and "standard input" in result.stderr
+
+
+def test_saved_results_render_back_to_the_same_table(files, tmp_path):
+    from alphazip import bench_output
+
+    rows = run(files, PLAN)
+    bench_output.save(rows, tmp_path / "out", {"commit": "test"})
+    loaded, about = bench_output.load(tmp_path / "out" / "results.json")
+    assert about == {"commit": "test"} and bench_output.markdown(loaded) == bench_output.markdown(rows)
+    raw = [r for r in loaded if r.mode == "raw"]
+    assert raw and all(r.tokens_per_second("unpack") is None for r in raw)  # a raw unpack runs no model

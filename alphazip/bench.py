@@ -182,10 +182,11 @@ def classic_rows(name: str, data: bytes) -> list[Row]:
         started = time.perf_counter()
         blob = compress(data)
         packed = time.perf_counter()
-        restored = decompress(blob)
-        rows.append(Row(name, coder, "classic", len(data), len(blob), pack_seconds=packed - started,
-                        unpack_seconds=time.perf_counter() - packed, status=_status(restored == data),
-                        reason="" if restored == data else "round trip differs", peak_rss_mib=peak_memory_mib()))
+        row = Row(name, coder, "classic", len(data), len(blob), pack_seconds=packed - started)
+        _check(row, lambda blob=blob, decompress=decompress: decompress(blob) == data, "round trip differs")
+        row.unpack_seconds = time.perf_counter() - packed
+        row.peak_rss_mib = peak_memory_mib()
+        rows.append(row)
     return rows
 
 
@@ -307,10 +308,6 @@ def _check(row: Row, verify: Callable[[], bool], mismatch: str) -> None:
             row.status, row.reason = "FAILED", mismatch
     except Exception as exc:  # reported as data: the point of a bench is to show what broke
         row.status, row.reason = "FAILED", f"{type(exc).__name__}: {exc}"
-
-
-def _status(ok: bool) -> str:
-    return "OK" if ok else "FAILED"
 
 
 def _label(spec: str, plan: Plan) -> str:

@@ -20,14 +20,6 @@ Progress = Callable[[int, int], None]  # called with (tokens done so far, tokens
 SEGMENT = 32  # tokens per forward call when packing on an invariant engine (B x 32 rows of logits)
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """How the token stream is cut and stepped; recorded in every archive header."""
-
-    context: int  # tokens per chunk: longer predicts better, costs more per step
-    batch: int  # chunks stepped together: larger is faster per token, uses more memory
-
-
 def split_chunks(ids: np.ndarray, context: int) -> list[np.ndarray]:
     """Consecutive chunks of ``context`` tokens; the last one may be shorter."""
     return [ids[start:start + context] for start in range(0, len(ids), context)]

@@ -7,6 +7,7 @@ model loaded, so repeated calls pay the load once.
 import contextlib
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,8 +16,9 @@ import transformers
 from . import container
 from .backends import get_backend
 from .container import Archive, Header
-from .errors import AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError
-from .model import DEFAULT_MODEL, LanguageModel
+from .errors import AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError
+from .model import BUILTIN_MODELS, DEFAULT_MODEL, LanguageModel
+from .model.registry import find_by_fingerprint, model_dirs
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 
 DECODE_BATCH = 64  # chunks stepped together when unpacking on an invariant engine (any value decodes)
@@ -139,11 +141,39 @@ class Decompressor:
         if header.mode == "raw":
             data = _bytes_of(backend.decode(_only_stream(archive), 256))
         else:
-            model = self.models.get(self.model_override or header.model, header.dtype)
+            model = self.models.get(self.model_spec(header), header.dtype)
             data = self.decode_with_model(archive, model, progress)
         if container.original_identity(data) != (archive.original_size, archive.original_sha256):
             raise ChecksumError("decoded data does not match the archive's SHA-256")
         return data
+
+    def model_spec(self, header: Header) -> str:
+        """Which model to load for ``header``: ``--model`` if given, else the recorded name.
+
+        A local model is looked up by the fingerprint the archive records (in ``--model`` when it
+        is a folder of models, else in :func:`model_dirs`), so an archive still finds its model
+        after the folder moved; the recorded path is the fallback.
+        """
+        override = self.model_override
+        if override is not None:
+            folder = Path(override).expanduser()
+            if override in BUILTIN_MODELS or (folder / "config.json").is_file() or not folder.is_dir():
+                return override  # a model: _check_model compares its fingerprint
+            found = find_by_fingerprint(header.model_fingerprint, [folder])
+            if found is None:
+                raise ModelNotFoundError(f"no model in {override} has fingerprint {header.model_fingerprint[:12]}, "
+                                         f"which the archive needs (it was packed with {header.model!r})")
+            return str(found)
+        if header.model in BUILTIN_MODELS:
+            return header.model
+        found = find_by_fingerprint(header.model_fingerprint)
+        if found is not None:
+            return str(found)
+        if (Path(header.model).expanduser() / "config.json").is_file():
+            return header.model
+        places = ", ".join(map(str, model_dirs()))
+        raise ModelNotFoundError(f"archive needs model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
+                                 f"which is neither at that path nor in {places}; pass --model FOLDER")
 
     def decode_with_model(self, archive: Archive, model: LanguageModel, progress: Progress | None = None) -> bytes:
         """Decode a model-mode archive with ``model``, checking every chunk's CRC-32."""

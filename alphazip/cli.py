@@ -20,8 +20,9 @@ from . import api, bench_output
 from . import bench as benchmark
 from .backends import backend_names
 from .errors import AlphazipError
+from .finetune import FinetuneSettings
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, is_cached, pull
-from .model.registry import cached_path
+from .model.registry import cached_path, known_fingerprint, local_models
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Lossless compression with a language model as the predictor.")
@@ -152,14 +153,60 @@ def bench(
                                 + "; ".join(f"{r.file} {r.setting}: {r.reason}" for r in failed[:3]))
 
 
+@app.command()
+def finetune(
+    corpus: Annotated[Path, typer.Argument(help="Folder of domain files; split by file into training and held-out.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the domain model to.")],
+    base: Annotated[str, typer.Option("--base", help="Built-in model name or local folder to start from.")] = DEFAULT_MODEL,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = FinetuneSettings.steps,
+    sequence: Annotated[int, typer.Option(help="Tokens per training window.")] = FinetuneSettings.sequence,
+    batch: Annotated[int, typer.Option(help="Windows per step.")] = FinetuneSettings.batch,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = FinetuneSettings.learning_rate,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank; 0 trains every weight.")] = FinetuneSettings.lora_rank,
+    held_out: Annotated[float, typer.Option(help="Share of files held out to measure the gain.")] = FinetuneSettings.held_out,
+    seed: Annotated[int, typer.Option(help="Seed of the data order and adapter initialisation.")] = FinetuneSettings.seed,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard an interrupted run instead of resuming it.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUT if it exists.")] = False,
+    quiet: Quiet = False,
+):
+    """Fine-tune a domain model; reports held-out bits per byte before and after. Resumes if interrupted."""
+    from .finetune import finetune as run_finetune
+
+    with _errors_to_exit():
+        try:
+            settings = FinetuneSettings(base=base, steps=steps, sequence=sequence, batch=batch,
+                                        learning_rate=learning_rate, lora_rank=lora_rank, held_out=held_out, seed=seed)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        log = (lambda message: None) if quiet else (lambda message: typer.echo(message, err=True))
+        with progress_bar("fine-tuning", quiet, unit="steps") as progress:
+            report = (lambda done, total, loss: progress(done, total)) if progress else None
+            try:
+                result = run_finetune(corpus, out, settings, report, log, force=force, fresh=fresh)
+            except KeyboardInterrupt:
+                raise AlphazipError("interrupted; run the same command again to resume from the last checkpoint") from None
+        bits = result.manifest["held_out_bits_per_byte"]
+        gain = 1 - bits["after"] / bits["before"]
+        typer.echo(f"{result.folder}: held-out {bits['before']:.4f} -> {bits['after']:.4f} bits/byte "
+                   f"({gain:.1%} smaller); {result.manifest['cpu_seconds']:.0f} CPU s; "
+                   f"fingerprint {result.manifest['fingerprint'][:16]}")
+
+
 @models_app.callback()
 def models(context: typer.Context):
-    """List the built-in models and whether each is cached."""
-    if context.invoked_subcommand is None:
-        for name, model in BUILTIN_MODELS.items():
-            state = f"cached at {cached_path(name)}" if is_cached(name) else "not cached (fetched on first use)"
-            default = " (default)" if name == DEFAULT_MODEL else ""
-            typer.echo(f"{name}{default}: {model.description}; {state}")
+    """List the built-in models and the local ones (alphazip finetune's), with fingerprints."""
+    if context.invoked_subcommand is not None:
+        return
+    for name, model in BUILTIN_MODELS.items():
+        state = f"cached at {cached_path(name)}" if is_cached(name) else "not cached (fetched on first use)"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        fingerprint = known_fingerprint(name) or "(known after first use)"
+        typer.echo(f"{name}{default}: {model.description}; {state}; fingerprint {fingerprint[:16]}")
+    for folder, manifest in local_models():
+        bits = manifest.get("held_out_bits_per_byte", {})
+        typer.echo(f"{folder}: local, fine-tuned from {manifest.get('base', {}).get('name', '?')}; held-out "
+                   f"{bits.get('before', '?')} -> {bits.get('after', '?')} bits/byte; "
+                   f"fingerprint {manifest['fingerprint'][:16]}")
 
 
 @models_app.command("pull")
@@ -243,8 +290,8 @@ def _write_output(target: Path | None, data: bytes, force: bool) -> None:
 
 
 @contextmanager
-def progress_bar(label: str, quiet: bool):
-    """A rich progress bar on stderr fed by (done, total) token counts; nothing when quiet."""
+def progress_bar(label: str, quiet: bool, unit: str = "tokens"):
+    """A rich progress bar on stderr fed by (done, total) counts of ``unit``; nothing when quiet."""
     if quiet:
         yield None
         return
@@ -252,7 +299,7 @@ def progress_bar(label: str, quiet: bool):
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.completed}/{task.total} tokens, {task.fields[rate]} tok/s"), TimeRemainingColumn()]
+               TextColumn(f"{{task.completed}}/{{task.total}} {unit}, {{task.fields[rate]}} {unit}/s"), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None, rate="-")
         started = time.perf_counter()

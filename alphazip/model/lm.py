@@ -15,7 +15,7 @@ import torch
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
-from .registry import BUILTIN_MODELS, cache_root, file_sha256, pull
+from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through transformers, static KV cache
@@ -54,7 +54,10 @@ class LanguageModel:
         folder = resolve(spec, log)
         hf_tokenizer = AutoTokenizer.from_pretrained(folder)
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
-        return cls(hf_model, ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype)
+        model = cls(hf_model, ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype)
+        if spec in BUILTIN_MODELS:
+            _remember_fingerprint(folder, model.fingerprint)
+        return model
 
     @property
     def logits_size(self) -> int:
@@ -159,6 +162,16 @@ def weights_digest(folder: Path) -> str:
         digest.update(memo[key].encode())
     _write_memo(memo_path, memo)
     return digest.hexdigest()
+
+
+def _remember_fingerprint(folder: Path, fingerprint: str) -> None:
+    """Write a built-in model's fingerprint beside it, for ``alphazip models`` to show."""
+    memo = folder / FINGERPRINT_MEMO
+    try:
+        if not memo.is_file() or memo.read_text().strip() != fingerprint:
+            memo.write_text(fingerprint + "\n")
+    except OSError:
+        pass  # a read-only cache only loses the listing's fingerprint
 
 
 def _write_memo(path: Path, memo: dict) -> None:

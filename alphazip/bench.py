@@ -76,7 +76,7 @@ class Row:
     model: str = ""
     context: int | None = None
     top_k: int | None = None
-    mode: str = ""  # what the archive holds: "model" or "raw"
+    mode: str = ""  # what the archive holds: "model" or "raw" ("mixed" for a total over both)
     tokens: int = 0
     pack_seconds: float | None = None
     unpack_seconds: float | None = None
@@ -102,7 +102,7 @@ class Row:
     def tokens_per_second(self, direction: str) -> float | None:
         """Model tokens per second; none for a raw archive's unpacking, which runs no model."""
         seconds = getattr(self, f"{direction}_seconds")
-        if not (seconds and self.tokens) or (direction == "unpack" and self.mode == "raw"):
+        if not (seconds and self.tokens) or (direction == "unpack" and self.mode in ("raw", "mixed")):
             return None
         return self.tokens / seconds
 
@@ -354,8 +354,10 @@ def totals(rows: list[Row]) -> list[Row]:
         members += [r for r in rows if r.coder == coder and r.context is None and r.file not in covered]
         if {r.file for r in members} != set(files):
             continue
+        modes = {r.mode for r in members}
         result.append(Row("total", coder, members[0].kind, sum(r.original for r in members),
                           sum(r.size for r in members), model=model, context=context, top_k=top_k,
+                          mode=modes.pop() if len(modes) == 1 else "mixed",
                           tokens=sum(r.tokens for r in members),
                           pack_seconds=_sum(r.pack_seconds for r in members),
                           unpack_seconds=_sum(r.unpack_seconds for r in members),

@@ -54,7 +54,7 @@ def pack(
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
-    engine: Annotated[str, typer.Option(help="Inference path: auto, alphazip-llama-1 or transformers-static-step.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Inference path: auto, alphazip-llama-2 or transformers-static-step.")] = "auto",
 ):
     """Pack FILE into FILE.az."""
     with _errors_to_exit():
@@ -165,6 +165,7 @@ def finetune(
     lora_rank: Annotated[int, typer.Option(help="LoRA rank; 0 trains every weight.")] = FinetuneSettings.lora_rank,
     held_out: Annotated[float, typer.Option(help="Share of files held out to measure the gain.")] = FinetuneSettings.held_out,
     seed: Annotated[int, typer.Option(help="Seed of the data order and adapter initialisation.")] = FinetuneSettings.seed,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 matrix products while training.")] = FinetuneSettings.dtype,
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard an interrupted run instead of resuming it.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUT if it exists.")] = False,
     quiet: Quiet = False,
@@ -175,7 +176,7 @@ def finetune(
     with _errors_to_exit():
         try:
             settings = FinetuneSettings(base=base, steps=steps, sequence=sequence, batch=batch,
-                                        learning_rate=learning_rate, lora_rank=lora_rank, held_out=held_out, seed=seed)
+                                        learning_rate=learning_rate, lora_rank=lora_rank, held_out=held_out, seed=seed, dtype=dtype)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         log = (lambda message: None) if quiet else (lambda message: typer.echo(message, err=True))

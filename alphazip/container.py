@@ -34,7 +34,7 @@ class Header:
     model: str = ""  # name or path the archive was packed with (informative)
     model_fingerprint: str = ""  # weights + config + tokenizer; must match to decode
     dtype: str = ""
-    engine: str = ""  # the inference path, e.g. "transformers-static-step" or "alphazip-llama-1"
+    engine: str = ""  # the inference path, e.g. "transformers-static-step" or "alphazip-llama-2"
     probe: str = ""  # invariant engines: fingerprint of the logits on a fixed input (the guard)
     top_k: int = 0
     context: int = 0

@@ -50,6 +50,7 @@ class FinetuneSettings:
     batch: int = 8  # windows per step
     learning_rate: float = 1e-3
     lora_rank: int = 16  # 0: train every weight instead of a LoRA adapter
+    dtype: str = "float32"  # of the forward and backward matrix products; weights stay fp32
     held_out: float = 0.1  # share of files kept out of training to measure the gain on
     eval_context: int = 1024  # chunk length of the held-out measurement, as `pack`'s default context
     seed: int = 0
@@ -58,6 +59,8 @@ class FinetuneSettings:
     def __post_init__(self):
         if self.steps < 1 or self.sequence < 2 or self.batch < 1 or self.lora_rank < 0:
             raise ValueError("steps, batch and sequence must be positive and the LoRA rank at least 0")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, not {self.dtype!r}")
         if not 0 < self.held_out < 1:
             raise ValueError(f"the held-out share must be between 0 and 1, not {self.held_out}")
 
@@ -235,7 +238,8 @@ class _Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(self.step)
         inputs, labels = _batch_tensors(self.base, [windows[i] for i in self._batch_indices(len(windows))])
-        logits = self.network(input_ids=inputs).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.settings.dtype == "bfloat16"):
+            logits = self.network(input_ids=inputs).logits
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -3,10 +3,11 @@
 The float results of a library
 forward pass change with how work is batched: BLAS picks another summation order when a
 thread's share of rows is small, oneDNN has a separate one-row path. Here every matrix product
-runs with its row count padded to a multiple of ``ROW_MULTIPLE`` with zero rows, keys always
-span the whole preallocated cache (masked with -inf), and the residual stream and norms stay in
-float32; only matrix-product inputs are cast to the compute dtype. Prefill and stepping then
-run the same shapes per row, so a full pass and token-by-token stepping give the same bits.
+runs with its row count padded to a multiple of ``ROW_MULTIPLE`` with zero rows, and the
+residual stream and norms stay in float32; only matrix-product inputs are cast to the compute
+dtype. A query row attends over the keys up to the end of its block of ``KEY_BLOCK`` positions
+(later ones masked with -inf), a length fixed by its position alone. Prefill and stepping then
+run the same reductions per row, so a full pass and token-by-token stepping give the same bits.
 """
 
 import hashlib
@@ -18,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 ROW_MULTIPLE = 8
+KEY_BLOCK = 64  # attention reads keys up to the end of the query's block of 64 positions
 PROBE_LENGTH = 24  # tokens per row of the guard's fixed probe input
-ENGINE_NAME = "alphazip-llama-1"  # recorded in headers; bump when the arithmetic changes
+ENGINE_NAME = "alphazip-llama-2"  # recorded in headers; bump when the arithmetic changes
 
 
 def matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,7 @@ class LlamaEngine:
                 "gate": t(mlp.gate_proj), "up": t(mlp.up_proj), "down": t(mlp.down_proj)}
 
     def new_cache(self, batch: int, length: int) -> KVCache:
-        shape = (batch, self.kv_heads, length, self.head_dim)
+        shape = (batch, self.kv_heads, -(-length // KEY_BLOCK) * KEY_BLOCK, self.head_dim)
         return KVCache([torch.zeros(shape, dtype=self.dtype) for _ in self.layers],
                        [torch.zeros(shape, dtype=self.dtype) for _ in self.layers])
 
@@ -84,9 +86,7 @@ class LlamaEngine:
         batch, count = tokens.shape
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
         cos, sin = self._rope(start, count)
-        length = cache.keys[0].shape[2]
-        positions = torch.arange(start, start + count)[:, None]
-        mask = torch.where(torch.arange(length)[None, :] <= positions, 0.0, -math.inf)  # [T, length]
+        blocks = _key_blocks(start, count)
         for index, w in enumerate(self.layers):
             h = rms_norm(x, w["norm1"], self.eps).to(self.dtype)
             q = self._heads(matmul(h, w["q"]), self.heads)
@@ -95,7 +95,12 @@ class LlamaEngine:
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             cache.keys[index][:, :, start:start + count] = k.to(self.dtype)
             cache.values[index][:, :, start:start + count] = v.to(self.dtype)
-            x = x + self._attend(q.to(self.dtype), cache.keys[index], cache.values[index], mask, batch, count, w["o"])
+            q = q.to(self.dtype)
+            attended = torch.cat([self._attend(q[:, :, first - start:stop - start], cache.keys[index][:, :, :span],
+                                               cache.values[index][:, :, :span], mask)
+                                  for first, stop, span, mask in blocks], dim=2)  # [B, heads, T, D]
+            attended = attended.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
+            x = x + matmul(attended, w["o"]).float()
             h = rms_norm(x, w["norm2"], self.eps).to(self.dtype)
             hidden = F.silu(matmul(h, w["gate"]).float()) * matmul(h, w["up"]).float()
             x = x + matmul(hidden.to(self.dtype), w["down"]).float()
@@ -106,25 +111,42 @@ class LlamaEngine:
         batch, count, _ = projected.shape
         return projected.float().view(batch, count, heads, self.head_dim).transpose(1, 2)  # [B, heads, T, D]
 
-    def _attend(self, q, keys, values, mask, batch: int, count: int, o_t) -> torch.Tensor:
-        """Grouped-query attention over the whole cache, one query head of each group at a time:
-        the per-head products keep the shapes that make them invariant, and the cache is never copied."""
+    def _attend(self, q, keys, values, mask) -> torch.Tensor:
+        """Grouped-query attention of ``q`` [B, heads, T, D] over ``keys``/``values`` [B, kv_heads, S, D].
+
+        The query heads that share a key head are stacked as rows of one product against that
+        head's keys (stepping pads ``group`` rows to 8, not each head's single row); the cache
+        is never copied.
+        """
+        batch, _, count, _ = q.shape
         group = self.heads // self.kv_heads
-        q = q.view(batch, self.kv_heads, group, count, self.head_dim)
-        keys_t = keys.transpose(-1, -2)
-        outs = []
-        for member in range(group):
-            scores = matmul(q[:, :, member], keys_t).float() / math.sqrt(self.head_dim) + mask
-            weights = torch.softmax(scores, dim=-1).to(self.dtype)
-            outs.append(matmul(weights, values))  # [B, kv_heads, T, D]
-        out = torch.stack(outs, dim=2).view(batch, self.heads, count, self.head_dim)
-        out = out.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
-        return matmul(out.to(self.dtype), o_t).float()
+        rows = q.reshape(batch, self.kv_heads, group * count, self.head_dim)  # head-major, then position
+        scores = matmul(rows, keys.transpose(-1, -2)).float() / math.sqrt(self.head_dim) + mask.repeat(group, 1)
+        weights = torch.softmax(scores, dim=-1).to(self.dtype)
+        return matmul(weights, values).reshape(batch, self.heads, count, self.head_dim)
 
     def _rope(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         angles = torch.arange(start, start + count, dtype=torch.float64)[:, None] * self.inv_freq[None, :]
         angles = torch.cat([angles, angles], dim=-1)
         return angles.cos().float(), angles.sin().float()
+
+
+def _key_blocks(start: int, count: int) -> list[tuple[int, int, int, torch.Tensor]]:
+    """(first, stop, span, mask) for the rows at positions first..stop-1 of each key block.
+
+    A row at position p attends over exactly the keys 0 .. end of p's block (masked beyond p):
+    the reduction length is a function of the position alone, whichever call computes the row,
+    so the full pass and stepping sum the same terms in the same order (a sum's bits change with
+    its length even when the extra terms are zero, measured: docs/engine.md).
+    """
+    blocks = []
+    for first in range(start, start + count):
+        if first == start or first % KEY_BLOCK == 0:
+            stop = min(start + count, (first // KEY_BLOCK + 1) * KEY_BLOCK)
+            span = (first // KEY_BLOCK + 1) * KEY_BLOCK
+            positions = torch.arange(first, stop)[:, None]
+            blocks.append((first, stop, span, torch.where(torch.arange(span)[None, :] <= positions, 0.0, -math.inf)))
+    return blocks
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

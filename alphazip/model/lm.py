@@ -68,7 +68,7 @@ class LanguageModel:
     def engines(self) -> tuple[str, ...]:
         """Inference paths this model runs on, preferred first.
 
-        Our invariant engine is opt-in (``--engine alphazip-llama-1``) until it unpacks faster
+        Our invariant engine is opt-in (``--engine alphazip-llama-2``) until it unpacks faster
         than the transformers path (issue 5); Llama models run on both.
         """
         ours = (ENGINE_NAME,) if self.hf.config.model_type == "llama" else ()

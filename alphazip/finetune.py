@@ -41,16 +41,16 @@ class FinetuneSettings:
     """Everything the resulting weights depend on, besides the base model and the data.
 
     Defaults chosen by measurement on this project's 2-core CPU (docs/finetune.md): LoRA rank 16
-    on every linear layer, 256-token windows, fp32.
+    on every linear layer, 8 windows of 256 tokens per step, bf16 products (1.6 x fp32's speed).
     """
 
     base: str = "smollm2-135m"
-    steps: int = 300
+    steps: int = 150
     sequence: int = 256  # tokens per training window
     batch: int = 8  # windows per step
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     lora_rank: int = 16  # 0: train every weight instead of a LoRA adapter
-    dtype: str = "float32"  # of the forward and backward matrix products; weights stay fp32
+    dtype: str = "bfloat16"  # of the forward and backward matrix products; weights stay fp32
     held_out: float = 0.1  # share of files kept out of training to measure the gain on
     eval_context: int = 1024  # chunk length of the held-out measurement, as `pack`'s default context
     seed: int = 0
@@ -122,6 +122,7 @@ def finetune(corpus_folder: Path, out: Path, settings: FinetuneSettings, progres
     started_wall, started_cpu = time.monotonic(), time.process_time()
     corpus = read_corpus(corpus_folder, settings.held_out)
     base = LanguageModel.load(settings.base, "float32", log)
+    base.hf.to(training_device())
     run_id = {"settings": asdict(settings), "base_fingerprint": base.fingerprint, "data": corpus.fingerprint}
     windows = training_windows(base, list(corpus.train.values()), settings.sequence)
     log(f"{len(corpus.train)} training files ({len(windows)} windows of {settings.sequence} tokens), "
@@ -134,7 +135,7 @@ def finetune(corpus_folder: Path, out: Path, settings: FinetuneSettings, progres
     if fresh and partial.exists():
         shutil.rmtree(partial)
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
         if state["run"] != run_id:
             raise AlphazipError(f"{partial} holds a run with other settings, base model or data; "
                                 "remove it or pass --fresh")
@@ -157,6 +158,7 @@ def finetune(corpus_folder: Path, out: Path, settings: FinetuneSettings, progres
         shutil.rmtree(merged)
     trainer.save_merged(merged)
     result = LanguageModel.load(str(merged), "float32")
+    result.hf.to(training_device())
     after = held_out_bits_per_byte(result, corpus.held_out, settings.eval_context)
     log(f"held-out ideal bits per byte after: {after:.4f}")
     manifest = {
@@ -173,6 +175,7 @@ def finetune(corpus_folder: Path, out: Path, settings: FinetuneSettings, progres
         "cpu_seconds": round(time.process_time() - started_cpu + trainer.cpu_before, 1),
         "wall_seconds": round(time.monotonic() - started_wall + trainer.wall_before, 1),
         "threads": torch.get_num_threads(),
+        "device": training_device(),
     }
     (merged / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     _move_into_place(merged, out)
@@ -205,8 +208,9 @@ def held_out_bits_per_byte(model: LanguageModel, files: dict[str, bytes], contex
     windows = training_windows(model, list(files.values()), context)
     bits = 0.0
     model.hf.eval()
+    device = next(model.hf.parameters()).device
     for start in range(0, len(windows), batch):
-        inputs, labels = _batch_tensors(model, windows[start:start + batch])
+        inputs, labels = (t.to(device) for t in _batch_tensors(model, windows[start:start + batch]))
         logits = model.hf(input_ids=inputs).logits.float()
         losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="sum")
         bits += float(losses) / math.log(2)
@@ -237,8 +241,10 @@ class _Trainer:
         self.network.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(self.step)
-        inputs, labels = _batch_tensors(self.base, [windows[i] for i in self._batch_indices(len(windows))])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.settings.dtype == "bfloat16"):
+        batch = _batch_tensors(self.base, [windows[i] for i in self._batch_indices(len(windows))])
+        device = training_device()
+        inputs, labels = (t.to(device) for t in batch)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.settings.dtype == "bfloat16"):
             logits = self.network(input_ids=inputs).logits
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -286,6 +292,11 @@ class _Trainer:
         network.eval()
         network.save_pretrained(folder)
         self.base.tokenizer.hf.save_pretrained(folder)
+
+
+def training_device() -> str:
+    """A CUDA GPU when torch sees one (untested here: no GPU was lent), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _save_atomically(state: dict, path: Path) -> None:

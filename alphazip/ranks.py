@@ -20,8 +20,25 @@ def ranks_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, ahead, torch.full_like(ahead, -1))
 
 
-def tokens_at(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`ranks_of`: the token holding rank ``ranks[b]`` in row ``b``."""
+def tokens_at(logits: torch.Tensor, ranks: torch.Tensor, shallow: int = 64) -> torch.Tensor:
+    """Inverse of :func:`ranks_of`: the token holding rank ``ranks[b]`` in row ``b``.
+
+    Rows whose rank is below ``shallow`` (nearly all) need only a small top-k; the few deep
+    ranks get a stable sort of their own row, so one rank of 40,000 does not make every row
+    of the step pay for a 40,000-deep top-k.
+    """
+    tokens = torch.empty_like(ranks)
+    near = ranks < shallow
+    if near.any():
+        tokens[near] = _near_tokens(logits[near], ranks[near])
+    if not near.all():
+        far = ~near
+        order = torch.sort(logits[far], dim=1, descending=True, stable=True).indices  # ties keep id order
+        tokens[far] = order.gather(1, ranks[far][:, None])[:, 0]
+    return tokens
+
+
+def _near_tokens(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
     depth = int(ranks.max()) + 1
     values, _ = torch.topk(logits, depth, dim=1, sorted=True)
     threshold = values.gather(1, ranks[:, None])  # the logit value at the wanted rank

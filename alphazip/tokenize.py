@@ -18,6 +18,7 @@ from .errors import BadArchiveError
 
 # Longest text piece handed to the tokenizer in one call; pieces end at a newline when they can.
 _PIECE_CHARS = 1 << 16
+_PIECES_PER_CALL = 16  # pieces per tokenizer call: enough for its threads, little memory
 _INVALID_RUN = re.compile("[\udc80-\udcff]+")
 
 
@@ -111,13 +112,23 @@ class ByteTokenizer:
             position = match.end()
         pieces += _split_pieces(text[position:])
         valid = [p for p in pieces if not _INVALID_RUN.fullmatch(p)]
-        encoded = iter(self.hf(valid, add_special_tokens=False, split_special_tokens=True)["input_ids"]) if valid else iter(())
+        encoded = self._encode_pieces(valid)
         for piece in pieces:
             if _INVALID_RUN.fullmatch(piece):
                 parts.append(self._byte_ids[list(piece.encode("utf-8", "surrogateescape"))])
             else:
                 parts.append(self._checked(next(encoded), piece.encode("utf-8")))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _encode_pieces(self, pieces: list[str]):
+        """Token ids of each piece, asking the tokenizer for ``_PIECES_PER_CALL`` at a time.
+
+        One call over a 100 MB input would hold every token's string and offsets at once
+        (gigabytes); a few pieces per call keeps memory flat.
+        """
+        for start in range(0, len(pieces), _PIECES_PER_CALL):
+            batch = pieces[start:start + _PIECES_PER_CALL]
+            yield from self.hf(batch, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _checked(self, ids: list[int], expected: bytes) -> np.ndarray:
         # Normalizers, unknown tokens or special-token parsing would change the bytes: fall back.

@@ -28,7 +28,7 @@ def test_invariant_engine_is_recorded_with_its_probe(dtype):
     header = container.read(pack(3, dtype)).header
     assert header.engine == ENGINE_NAME and len(header.probe) == 64
     default = container.read(Compressor(model=TINY, context=48, mode="model", dtype=dtype).compress(TEXT)).header
-    assert default.engine == TRANSFORMERS_ENGINE and default.probe == ""  # opt-in until it is faster
+    assert default.engine == ENGINE_NAME  # the default for Llama models
 
 
 @pytest.mark.parametrize("pack_batch", [1, 7])

@@ -19,6 +19,8 @@ def test_rank_and_token_are_inverse_with_ties(data):
     reference = (torch.sort(-logits, dim=1, stable=True).indices == tokens[:, None]).int().argmax(1)
     assert torch.equal(ranks, reference)  # highest logit first, ties by lower id
     assert torch.equal(tokens_at(logits, ranks), tokens)
+    shallow = data.draw(st.integers(0, width))  # rows at or past it take the sorting path
+    assert torch.equal(tokens_at(logits, ranks, shallow=shallow), tokens)
 
 
 def test_ids_beyond_the_logits_have_no_rank():

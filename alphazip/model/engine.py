@@ -33,6 +33,16 @@ def matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
     return torch.matmul(rows, weight_t)[..., :count, :]
 
 
+def linear(x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """``x @ weight_t`` for ``x`` [B, T, in]: every row of the batch in one padded product.
+
+    Padding the flattened B*T rows (not each sequence's T) keeps stepping at one row per
+    sequence, instead of eight.
+    """
+    batch, count, width = x.shape
+    return matmul(x.reshape(batch * count, width), weight_t).view(batch, count, -1)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Llama's RMSNorm in float32, one row at a time."""
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
@@ -89,9 +99,9 @@ class LlamaEngine:
         blocks = _key_blocks(start, count)
         for index, w in enumerate(self.layers):
             h = rms_norm(x, w["norm1"], self.eps).to(self.dtype)
-            q = self._heads(matmul(h, w["q"]), self.heads)
-            k = self._heads(matmul(h, w["k"]), self.kv_heads)
-            v = self._heads(matmul(h, w["v"]), self.kv_heads)
+            q = self._heads(linear(h, w["q"]), self.heads)
+            k = self._heads(linear(h, w["k"]), self.kv_heads)
+            v = self._heads(linear(h, w["v"]), self.kv_heads)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             cache.keys[index][:, :, start:start + count] = k.to(self.dtype)
             cache.values[index][:, :, start:start + count] = v.to(self.dtype)
@@ -100,12 +110,12 @@ class LlamaEngine:
                                                cache.values[index][:, :, :span], mask)
                                   for first, stop, span, mask in blocks], dim=2)  # [B, heads, T, D]
             attended = attended.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
-            x = x + matmul(attended, w["o"]).float()
+            x = x + linear(attended, w["o"]).float()
             h = rms_norm(x, w["norm2"], self.eps).to(self.dtype)
-            hidden = F.silu(matmul(h, w["gate"]).float()) * matmul(h, w["up"]).float()
-            x = x + matmul(hidden.to(self.dtype), w["down"]).float()
+            hidden = F.silu(linear(h, w["gate"]).float()) * linear(h, w["up"]).float()
+            x = x + linear(hidden.to(self.dtype), w["down"]).float()
         x = rms_norm(x, self.final_norm, self.eps).to(self.dtype)
-        return matmul(x, self.head_t).float()
+        return linear(x, self.head_t).float()
 
     def _heads(self, projected: torch.Tensor, heads: int) -> torch.Tensor:
         batch, count, _ = projected.shape

@@ -68,11 +68,11 @@ class LanguageModel:
     def engines(self) -> tuple[str, ...]:
         """Inference paths this model runs on, preferred first.
 
-        Our invariant engine is opt-in (``--engine alphazip-llama-2``) until it unpacks faster
-        than the transformers path (issue 5); Llama models run on both.
+        Llama models run on our invariant engine (packs in full passes, unpacks under any batch)
+        and, for archives that name it, on the transformers lockstep path; others on the latter.
         """
         ours = (ENGINE_NAME,) if self.hf.config.model_type == "llama" else ()
-        return (TRANSFORMERS_ENGINE, *ours)
+        return (*ours, TRANSFORMERS_ENGINE)
 
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""

@@ -261,8 +261,12 @@ def torch_threads(count: int):
 
 
 def library_versions() -> dict:
-    """Versions of the libraries whose kernels shape the logits."""
-    return {"torch": torch.__version__, "transformers": transformers.__version__}
+    """Versions of the libraries whose kernels shape the logits, and the CPU's vector unit.
+
+    torch picks other kernels (another summation order) on AVX2 than on AVX-512 CPUs.
+    """
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
 def _payload_size(archive: Archive) -> int:
@@ -313,7 +317,7 @@ def _setup_difference(header: Header) -> str:
     here = library_versions()
     changed = [f"{name} {header.versions.get(name)} -> {here[name]}" for name in here
                if header.versions.get(name) != here[name]]
-    return f" (packed with other libraries: {', '.join(changed)})" if changed else ""
+    return f" (packed on another setup: {', '.join(changed)})" if changed else ""
 
 
 def compress(data: bytes, backend: str = "brotli", **settings) -> bytes:

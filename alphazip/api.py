@@ -182,11 +182,10 @@ class Decompressor:
         header = archive.header
         _check_model(header, model)
         symbols, escapes = self.read_symbols(archive, model)
-        if model.invariant(header.engine):  # any batch and thread count give the same logits
-            chunks = decode_chunks(model, symbols, escapes, header.top_k, DECODE_BATCH, progress, header.engine)
-        else:  # the very schedule the archive was packed with
-            with torch_threads(header.threads):
-                chunks = decode_chunks(model, symbols, escapes, header.top_k, header.batch, progress, header.engine)
+        threads = 0 if model.invariant(header.engine) else header.threads  # 0: leave as is
+        with torch_threads(threads):
+            chunks = decode_chunks(model, symbols, escapes, header.top_k, decoding_batch(model, header.engine, header.batch),
+                                   progress, header.engine)
         pieces = []
         for index, (chunk, crc) in enumerate(zip(chunks, archive.chunk_crcs)):
             try:
@@ -302,6 +301,11 @@ def _check_model(header: Header, model: LanguageModel) -> None:
         raise ModelMismatchError(
             f"this machine's kernels give other logits than the packing machine's (probe fingerprint "
             f"{model.probe(header.engine)[:12]}, archive {header.probe[:12]}){_setup_difference(header)}")
+
+
+def decoding_batch(model: LanguageModel, engine: str, packed_batch: int) -> int:
+    """Chunks stepped together when decoding: any batch on an invariant engine, else the packing one."""
+    return DECODE_BATCH if model.invariant(engine) else packed_batch
 
 
 def engine_for(model: LanguageModel, choice: str) -> str:

@@ -28,7 +28,8 @@ import torch
 import zstandard
 
 from . import container
-from .api import MODELS, Compressor, Decompressor, Settings, engine_for, library_versions, looks_binary, symbolize
+from .api import (MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for, library_versions, looks_binary,
+                  symbolize)
 from .model import LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 
@@ -256,7 +257,8 @@ def decode_pass(data: bytes, chunks: list[np.ndarray], scores: Scores, model: La
                            strict=True) if chunks else ((), ())
     started = time.perf_counter()
     try:
-        decoded = decode_chunks(model, list(symbols), list(escapes), top_k, batch, tally.pass_progress(), engine)
+        decoded = decode_chunks(model, list(symbols), list(escapes), top_k, decoding_batch(model, engine, batch),
+                                tally.pass_progress(), engine)
         restored = model.tokenizer.decode(np.concatenate(decoded)) if decoded else b""
         failure = "" if restored == data else "model decoding pass: bytes differ"
     except Exception as exc:  # a bench reports every failure as data, whatever raised it

@@ -38,7 +38,7 @@ def groups(count: int, batch: int) -> Iterator[range]:
 class Scores:
     """What the encoding pass learns about each chunk."""
 
-    ranks: list[np.ndarray]  # rank of every token; -1 for ids the logits do not cover
+    ranks: list[np.ndarray]  # rank of every token (int32); -1 for ids the logits do not cover
     bits: list[float]  # ideal code length, sum of -log2 p(token), per chunk
 
 
@@ -53,7 +53,7 @@ def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, pro
         members = [chunks[i] for i in group]
         tokens = _padded(members, fill=model.bos_id)
         inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), tokens[:, :-1]], axis=1)
-        ranks = np.full(tokens.shape, -1, dtype=np.int64)
+        ranks = np.full(tokens.shape, -1, dtype=np.int32)
         bits = np.zeros(len(members))
         lengths = np.array([len(m) for m in members])
         stepper = model.stepper(len(members), tokens.shape[1], engine)

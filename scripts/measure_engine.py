@@ -1,11 +1,13 @@
-"""Issue 5 figures in one run: engine pack/unpack speed against transformers' full forward pass,
-and bits per byte against transformers' fp32 logits.
+"""Issue 5 figures in one run: pack and unpack with default settings against transformers' full
+forward pass on the same chunks, and the archive against one made from transformers' fp32 logits.
 
-    python scripts/measure_engine.py ../shared/corpus/alice29.txt --tokens 8192
+    python scripts/measure_engine.py ../shared/corpus/alice29.txt ../shared/corpus/asyoulik.txt --bytes 200000
+
+The input is the files joined, cut to ``--bytes``. Transformers' bf16 full forward is timed on
+the first ``--bf16-chunks`` full chunks only: without native bf16 products (AVX2) it is slow.
 """
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -13,57 +15,75 @@ import numpy as np
 import torch
 
 from alphazip import Compressor, Decompressor, api, container
-from alphazip.api import MODELS
-from alphazip.model.engine import ENGINE_NAME
-from alphazip.model.lm import TRANSFORMERS_ENGINE
-from alphazip.schedule import split_chunks
+from alphazip.bench import machine, peak_memory_mib, reset_peak_memory
+from alphazip.ranks import ranks_of
+from alphazip.schedule import Scores, split_chunks
 
 
-def median_seconds(work, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def timed(work):
+    """(result, seconds, peak RSS MiB) of ``work()``."""
+    reset_peak_memory()
+    started = time.perf_counter()
+    result = work()
+    return result, time.perf_counter() - started, peak_memory_mib()
+
+
+@torch.inference_mode()
+def transformers_full_pass(model, chunks: list[np.ndarray], batch: int = 4) -> tuple[Scores, float]:
+    """Ranks of every token from transformers' full forward pass (no cache), and its seconds."""
+    ranks, seconds = [], 0.0
+    for start in range(0, len(chunks), batch):
+        group = chunks[start:start + batch]
+        width = max(map(len, group))
+        inputs = np.full((len(group), width), model.bos_id, dtype=np.int64)
+        for row, chunk in enumerate(group):  # the start token, then every token but the last
+            inputs[row, 1:len(chunk)] = model.tokenizer.model_inputs(chunk[:-1])
+        began = time.perf_counter()
+        logits = model.hf(input_ids=torch.from_numpy(inputs)).logits.float()
+        seconds += time.perf_counter() - began
+        for row, chunk in enumerate(group):
+            ranks.append(ranks_of(logits[row, :len(chunk)], torch.from_numpy(chunk)).numpy())
+    return Scores(ranks, [0.0] * len(ranks)), seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("file", type=Path)
-    parser.add_argument("--tokens", type=int, default=8192, help="bench this many tokens from the file's start")
-    parser.add_argument("--context", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("files", type=Path, nargs="+")
+    parser.add_argument("--bytes", type=int, default=200_000, help="bench the first BYTES of the joined files")
+    parser.add_argument("--bf16-chunks", type=int, default=4, help="full chunks timed on transformers bf16")
     args = parser.parse_args()
-    model = MODELS.get("smollm2-135m", "bfloat16")
-    ids = model.tokenizer.encode(args.file.read_bytes())[: args.tokens]
-    data = model.tokenizer.decode(ids)
-    tokens = len(ids)
-    chunks = split_chunks(ids, args.context)
-    full = torch.from_numpy(np.stack([model.tokenizer.model_inputs(c) for c in chunks if len(c) == args.context]))
+    data = b"".join(path.read_bytes() for path in args.files)[: args.bytes]
+    settings = api.Settings()
+    model = api.MODELS.get(settings.model, settings.dtype)
+    chunks = split_chunks(model.tokenizer.encode(data), settings.context)
+    tokens = sum(map(len, chunks))
+    print(f"{len(data):,} bytes, {tokens:,} tokens, {len(chunks)} chunks of {settings.context}; "
+          f"default settings: {settings.dtype}, batch {settings.batch}, engine {api.engine_for(model, 'auto')}, "
+          f"unpack batch {api.DECODE_BATCH}; {machine()}")
 
-    def transformers_full():
-        with torch.inference_mode():
-            for row in range(0, len(full), 4):
-                model.hf(input_ids=full[row:row + 4]).logits.float()
+    packer = Compressor(settings)
+    blob, pack_seconds, pack_rss = timed(lambda: packer.compress(data))
+    restored, unpack_seconds, unpack_rss = timed(lambda: Decompressor().decompress(blob))
+    assert restored == data, "round trip failed"
+    pack, unpack = tokens / pack_seconds, tokens / unpack_seconds
+    print(f"alphazip pack:   {pack:6.0f} tok/s  ({pack_seconds:.0f} s, peak RSS {pack_rss:,.0f} MiB)")
+    print(f"alphazip unpack: {unpack:6.0f} tok/s  ({unpack_seconds:.0f} s, peak RSS {unpack_rss:,.0f} MiB), bytes identical")
 
-    reference = full.numel() / median_seconds(transformers_full, args.repeats)
-    print(f"transformers full forward bf16: {reference:.0f} tok/s ({full.numel()} tokens, batch 4)")
+    scores, fp32_seconds = transformers_full_pass(model, chunks)
+    fp32 = tokens / fp32_seconds
+    bf16_model = api.MODELS.get(settings.model, "bfloat16")
+    sample = [chunk for chunk in chunks if len(chunk) == settings.context][: args.bf16_chunks]
+    _, bf16_seconds = transformers_full_pass(bf16_model, sample)
+    bf16 = sum(map(len, sample)) / bf16_seconds
+    for name, reference in (("fp32", fp32), ("bf16", bf16)):
+        print(f"transformers full forward {name}: {reference:6.0f} tok/s -> pack {pack / reference:.2f} x, "
+              f"unpack {unpack / reference:.2f} x")
 
-    packer = Compressor(context=args.context, mode="model", engine=ENGINE_NAME)
-    blob = packer.compress(data)
-    pack = tokens / median_seconds(lambda: packer.compress(data), args.repeats)
-    unpack = tokens / median_seconds(lambda: Decompressor().decompress(blob), args.repeats)
-    print(f"engine pack: {pack:.0f} tok/s = {pack / reference:.2f} x; unpack (batch {api.DECODE_BATCH}): "
-          f"{unpack:.0f} tok/s = {unpack / reference:.2f} x")
-
-    fp32 = MODELS.get("smollm2-135m", "float32")
-    fp32_blob = Compressor(context=args.context, mode="model", dtype="float32", engine=TRANSFORMERS_ENGINE,
-                           batch=32).compress(data)
-    ours, theirs = len(container.read(blob).streams[0]), len(container.read(fp32_blob).streams[0])
-    print(f"brotli rank payload: engine bf16 {ours} B, transformers fp32 {theirs} B: {100 * (ours / theirs - 1):+.2f} %"
-          f" ({8 * len(blob) / len(data):.4f} vs {8 * len(fp32_blob) / len(data):.4f} bpb whole archive)")
-    del fp32
+    ours = container.read(blob)
+    theirs = container.write(packer.pack_with_model(data, model, scores=scores))
+    print(f"--backend {settings.backend}: {len(blob):,} B ({8 * len(blob) / len(data):.4f} bpb, {ours.header.mode} mode) vs "
+          f"{len(theirs):,} B ({8 * len(theirs) / len(data):.4f} bpb) from transformers' fp32 logits: "
+          f"{100 * (len(blob) / len(theirs) - 1):+.2f} %")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ import numpy as np
 
 from ..errors import BadArchiveError
 
+_BLOCK = 1 << 20  # values serialized at a time: LEB128's temporaries stay small on huge inputs
+
 
 def symbols_to_bytes(symbols: np.ndarray, alphabet: int) -> bytes:
     """Serialize non-negative ints below ``alphabet``: u8 when the alphabet fits, else LEB128."""
-    values = np.asarray(symbols, dtype=np.int64)
+    values = np.asarray(symbols)
     if alphabet <= 256:
-        return values.astype(np.uint8).tobytes()
-    return leb128_encode(values)
+        return values.astype(np.uint8, copy=False).tobytes()
+    return b"".join(leb128_encode(values[start:start + _BLOCK]) for start in range(0, len(values), _BLOCK))
 
 
 def bytes_to_symbols(data: bytes, alphabet: int) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""Peak RSS of `alphazip pack` (and unpack) by input size, on inputs built from the corpus texts.
+
+    python scripts/measure_memory.py --sizes 0.0625,0.25                          # default model
+    python scripts/measure_memory.py --sizes 1,10,100 --model tests/data/tiny-model
+
+Each run is a fresh process, measured by GNU time (%M); sizes are in MB (10^6 bytes). The input
+cycles through the corpus text files until it is long enough. With ``--unpack`` each archive is
+also unpacked and compared byte for byte.
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+TEXTS = ("alice29.txt", "asyoulik.txt", "html", "urls.10K")
+
+
+def build_input(size: int, path: Path) -> None:
+    """``size`` bytes of the corpus texts, one after another, cycled as often as needed."""
+    texts = [(CORPUS / name).read_bytes() for name in TEXTS]
+    with path.open("wb") as out:
+        written, index = 0, 0
+        while written < size:
+            piece = texts[index % len(texts)][: size - written]
+            out.write(piece)
+            written += len(piece)
+            index += 1
+
+
+def measured(command: list[str]) -> tuple[float, float]:
+    """(peak RSS MiB, wall seconds) of one command run in its own process."""
+    result = subprocess.run(["/usr/bin/time", "-f", "%M %e", *command], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed: {result.stderr.strip().splitlines()[-2:]}")
+    kib, seconds = result.stderr.strip().splitlines()[-1].split()
+    return int(kib) / 1024, float(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0.0625,0.25", help="input sizes in MB, comma-separated")
+    parser.add_argument("--model", default=None, help="model to pack with (default: the default model)")
+    parser.add_argument("--unpack", action="store_true", help="also unpack each archive and compare")
+    args = parser.parse_args()
+    model = ["--model", args.model] if args.model else []
+    print("| input MB | pack peak RSS MiB | pack s | archive bytes | unpack peak RSS MiB | unpack s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as folder:
+        for size in (float(s) for s in args.sizes.split(",")):
+            source, archive, restored = (Path(folder) / name for name in ("input", "input.az", "restored"))
+            build_input(int(size * 1e6), source)
+            pack_rss, pack_s = measured(["alphazip", "pack", str(source), "-o", str(archive), "-f", "-q", *model])
+            unpack = "| - | -"
+            if args.unpack:
+                unpack_rss, unpack_s = measured(["alphazip", "unpack", str(archive), "-o", str(restored), "-f", "-q", *model])
+                if restored.read_bytes() != source.read_bytes():
+                    sys.exit(f"{size} MB: unpacked bytes differ")
+                unpack = f"| {unpack_rss:,.0f} | {unpack_s:,.0f}"
+            print(f"| {size:g} | {pack_rss:,.0f} | {pack_s:,.0f} | {archive.stat().st_size:,} {unpack} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,7 @@ import torch
 from .api import looks_binary
 from .errors import AlphazipError
 from .model import LanguageModel
+from .model.lm import native_bf16
 from .model.registry import MANIFEST
 from .schedule import split_chunks
 
@@ -41,7 +42,8 @@ class FinetuneSettings:
     """Everything the resulting weights depend on, besides the base model and the data.
 
     Defaults chosen by measurement on this project's 2-core CPU (docs/finetune.md): LoRA rank 16
-    on every linear layer, 8 windows of 256 tokens per step, bf16 products (1.6 x fp32's speed).
+    on every linear layer, 8 windows of 256 tokens per step, bf16 products where the CPU has them
+    natively (1.6 x fp32's speed there; 8 x slower than fp32 where it emulates them).
     """
 
     base: str = "smollm2-135m"
@@ -50,7 +52,7 @@ class FinetuneSettings:
     batch: int = 8  # windows per step
     learning_rate: float = 2e-3
     lora_rank: int = 16  # 0: train every weight instead of a LoRA adapter
-    dtype: str = "bfloat16"  # of the forward and backward matrix products; weights stay fp32
+    dtype: str = "bfloat16" if native_bf16() else "float32"  # of the matrix products; weights stay fp32
     held_out: float = 0.1  # share of files kept out of training to measure the gain on
     eval_context: int = 1024  # chunk length of the held-out measurement, as `pack`'s default context
     seed: int = 0

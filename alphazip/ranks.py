@@ -9,14 +9,29 @@ width (our raw-byte tokens) are always escaped.
 import torch
 
 
+ROWS_AT_ONCE = 64  # rows compared at a time: their [64, V] comparison stays in cache (3 x faster)
+
+
 def ranks_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Rank of ``tokens[b]`` in row ``b`` of ``logits`` ([B, V] -> [B]); -1 where id >= V."""
+    if len(logits) <= ROWS_AT_ONCE:
+        return _ranks(logits, tokens)
+    return torch.cat([_ranks(logits[i:i + ROWS_AT_ONCE], tokens[i:i + ROWS_AT_ONCE])
+                      for i in range(0, len(logits), ROWS_AT_ONCE)])
+
+
+def _ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     width = logits.shape[-1]
     inside = tokens < width
     safe = torch.where(inside, tokens, torch.zeros_like(tokens))
     own = logits.gather(1, safe[:, None])
-    ids = torch.arange(width, device=logits.device)
-    ahead = (logits > own).sum(1) + ((logits == own) & (ids[None, :] < safe[:, None])).sum(1)
+    ahead = (logits > own).sum(1)
+    # Only rows where another token ties with the own logit (rare in fp32) need the count of
+    # tied tokens with lower ids; the others skip that pass over the vocabulary.
+    tied = torch.nonzero((logits >= own).sum(1) - ahead > 1)[:, 0]
+    if len(tied):
+        ids = torch.arange(width, device=logits.device)
+        ahead[tied] += ((logits[tied] == own[tied]) & (ids[None, :] < safe[tied, None])).sum(1)
     return torch.where(inside, ahead, torch.full_like(ahead, -1))
 
 
@@ -40,11 +55,17 @@ def tokens_at(logits: torch.Tensor, ranks: torch.Tensor, shallow: int = 64) -> t
 
 def _near_tokens(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
     depth = int(ranks.max()) + 1
-    values, _ = torch.topk(logits, depth, dim=1, sorted=True)
+    values, indices = torch.topk(logits, depth, dim=1, sorted=True)
     threshold = values.gather(1, ranks[:, None])  # the logit value at the wanted rank
-    above = (logits > threshold).sum(1)  # tokens strictly ahead of every tie at that value
-    tied = logits == threshold
-    # The wanted token is the (rank - above)-th tied token in id order.
-    position = tied.cumsum(1) - 1
-    hit = tied & (position == (ranks - above)[:, None])
-    return hit.to(torch.int8).argmax(1)
+    tokens = indices.gather(1, ranks[:, None])[:, 0]
+    # top-k orders equal values arbitrarily: rows where the wanted value is shared are resolved by id.
+    tied_rows = torch.nonzero((logits == threshold).sum(1) > 1)[:, 0]
+    if len(tied_rows):
+        row_logits, row_threshold = logits[tied_rows], threshold[tied_rows]
+        above = (row_logits > row_threshold).sum(1)  # tokens strictly ahead of every tie at that value
+        tied = row_logits == row_threshold
+        # The wanted token is the (rank - above)-th tied token in id order.
+        position = tied.cumsum(1) - 1
+        hit = tied & (position == (ranks[tied_rows] - above)[:, None])
+        tokens[tied_rows] = hit.to(torch.int8).argmax(1)
+    return tokens

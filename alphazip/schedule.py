@@ -123,6 +123,6 @@ def _ideal_bits(logits: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
     """-log2 p(token) per row; ids outside the logits cost nothing here (they are escaped)."""
     width = logits.shape[1]
     inside = tokens < width
-    log_probs = torch.log_softmax(logits, dim=1)
-    picked = log_probs.gather(1, torch.where(inside, tokens, 0)[:, None])[:, 0]
+    # log p = logit - logsumexp: no [rows, vocabulary] array of log-probabilities is made.
+    picked = logits.gather(1, torch.where(inside, tokens, 0)[:, None])[:, 0] - torch.logsumexp(logits, dim=1)
     return (-picked / np.log(2) * inside).double().numpy()

@@ -121,7 +121,7 @@ class LlamaEngine:
         batch, count, _ = projected.shape
         return projected.float().view(batch, count, heads, self.head_dim).transpose(1, 2)  # [B, heads, T, D]
 
-    def _attend(self, q, keys, values, mask) -> torch.Tensor:
+    def _attend(self, q, keys, values, tail_mask) -> torch.Tensor:
         """Grouped-query attention of ``q`` [B, heads, T, D] over ``keys``/``values`` [B, kv_heads, S, D].
 
         The query heads that share a key head are stacked as rows of one product against that
@@ -131,7 +131,11 @@ class LlamaEngine:
         batch, _, count, _ = q.shape
         group = self.heads // self.kv_heads
         rows = q.reshape(batch, self.kv_heads, group * count, self.head_dim)  # head-major, then position
-        scores = matmul(rows, keys.transpose(-1, -2)).float() / math.sqrt(self.head_dim) + mask.repeat(group, 1)
+        scores = matmul(rows, keys.transpose(-1, -2)).float()
+        # In place, and the mask only over the last key block (the keys before it are all visible):
+        # the same bits as dividing and masking whole copies, at a third of the memory traffic.
+        scores.div_(math.sqrt(self.head_dim))
+        scores[..., -KEY_BLOCK:] += tail_mask.repeat(group, 1)
         weights = torch.softmax(scores, dim=-1).to(self.dtype)
         return matmul(weights, values).reshape(batch, self.heads, count, self.head_dim)
 
@@ -142,7 +146,10 @@ class LlamaEngine:
 
 
 def _key_blocks(start: int, count: int) -> list[tuple[int, int, int, torch.Tensor]]:
-    """(first, stop, span, mask) for the rows at positions first..stop-1 of each key block.
+    """(first, stop, span, tail mask) for the rows at positions first..stop-1 of each key block.
+
+    The tail mask [rows, KEY_BLOCK] covers the last ``KEY_BLOCK`` keys of the span, the only
+    ones a row may not see (0 where visible, -inf after the row's position).
 
     A row at position p attends over exactly the keys 0 .. end of p's block (masked beyond p):
     the reduction length is a function of the position alone, whichever call computes the row,
@@ -155,7 +162,8 @@ def _key_blocks(start: int, count: int) -> list[tuple[int, int, int, torch.Tenso
             stop = min(start + count, (first // KEY_BLOCK + 1) * KEY_BLOCK)
             span = (first // KEY_BLOCK + 1) * KEY_BLOCK
             positions = torch.arange(first, stop)[:, None]
-            blocks.append((first, stop, span, torch.where(torch.arange(span)[None, :] <= positions, 0.0, -math.inf)))
+            tail = torch.arange(span - KEY_BLOCK, span)[None, :]
+            blocks.append((first, stop, span, torch.where(tail <= positions, 0.0, -math.inf)))
     return blocks
 
 

@@ -21,6 +21,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through transformers, static KV cache
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16, AMX): there bf16 is faster than
+    fp32; elsewhere (AVX2) torch emulates it about 8 x slower (measured, docs/engine.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class LanguageModel:
     """A loaded causal LM with its byte-exact tokenizer and identity."""
 

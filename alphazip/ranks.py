@@ -38,18 +38,18 @@ def _ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def tokens_at(logits: torch.Tensor, ranks: torch.Tensor, shallow: int = 64) -> torch.Tensor:
     """Inverse of :func:`ranks_of`: the token holding rank ``ranks[b]`` in row ``b``.
 
-    Rows whose rank is below ``shallow`` (nearly all) need only a small top-k; the few deep
-    ranks get a stable sort of their own row, so one rank of 40,000 does not make every row
-    of the step pay for a 40,000-deep top-k.
+    Rows whose rank is below ``shallow`` (nearly all) share one small top-k; each of the few
+    deep ranks selects its own row's value (linear time), so one rank of 40,000 does not make
+    every row of the step pay for a 40,000-deep top-k or a sort.
     """
     tokens = torch.empty_like(ranks)
     near = ranks < shallow
     if near.any():
         tokens[near] = _near_tokens(logits[near], ranks[near])
-    if not near.all():
-        far = ~near
-        order = torch.sort(logits[far], dim=1, descending=True, stable=True).indices  # ties keep id order
-        tokens[far] = order.gather(1, ranks[far][:, None])[:, 0]
+    for row in torch.nonzero(~near)[:, 0].tolist():
+        rank = int(ranks[row])
+        value = -torch.kthvalue(-logits[row], rank + 1).values  # the logit at that rank
+        tokens[row] = _by_id_among_ties(logits[row:row + 1], value.view(1, 1), ranks[row:row + 1])[0]
     return tokens
 
 
@@ -61,11 +61,15 @@ def _near_tokens(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
     # top-k orders equal values arbitrarily: rows where the wanted value is shared are resolved by id.
     tied_rows = torch.nonzero((logits == threshold).sum(1) > 1)[:, 0]
     if len(tied_rows):
-        row_logits, row_threshold = logits[tied_rows], threshold[tied_rows]
-        above = (row_logits > row_threshold).sum(1)  # tokens strictly ahead of every tie at that value
-        tied = row_logits == row_threshold
-        # The wanted token is the (rank - above)-th tied token in id order.
-        position = tied.cumsum(1) - 1
-        hit = tied & (position == (ranks[tied_rows] - above)[:, None])
-        tokens[tied_rows] = hit.to(torch.int8).argmax(1)
+        tokens[tied_rows] = _by_id_among_ties(logits[tied_rows], threshold[tied_rows], ranks[tied_rows])
     return tokens
+
+
+def _by_id_among_ties(logits: torch.Tensor, threshold: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """The token of each row at ``ranks``, given the logit value ``threshold`` [B, 1] found there."""
+    above = (logits > threshold).sum(1)  # tokens strictly ahead of every tie at that value
+    tied = logits == threshold
+    # The wanted token is the (rank - above)-th tied token in id order.
+    position = tied.cumsum(1) - 1
+    hit = tied & (position == (ranks - above)[:, None])
+    return hit.to(torch.int8).argmax(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alphazip import Compressor, Decompressor, api, container
+from alphazip import Compressor, Decompressor, ModelMismatchError, api, container
 from alphazip.bench import machine, peak_memory_mib, reset_peak_memory
 from alphazip.ranks import ranks_of
 from alphazip.schedule import Scores, split_chunks
@@ -72,7 +72,7 @@ def main() -> None:
     scores, fp32_seconds = transformers_full_pass(model, chunks)
     fp32 = tokens / fp32_seconds
     bf16_model = api.MODELS.get(settings.model, "bfloat16")
-    sample = [chunk for chunk in chunks if len(chunk) == settings.context][: args.bf16_chunks]
+    sample = [chunk for chunk in chunks if len(chunk) == settings.context][: args.bf16_chunks] or chunks[:1]
     _, bf16_seconds = transformers_full_pass(bf16_model, sample)
     bf16 = sum(map(len, sample)) / bf16_seconds
     for name, reference in (("fp32", fp32), ("bf16", bf16)):
@@ -84,6 +84,21 @@ def main() -> None:
     print(f"--backend {settings.backend}: {len(blob):,} B ({8 * len(blob) / len(data):.4f} bpb, {ours.header.mode} mode) vs "
           f"{len(theirs):,} B ({8 * len(theirs) / len(data):.4f} bpb) from transformers' fp32 logits: "
           f"{100 * (len(blob) / len(theirs) - 1):+.2f} %")
+    print(f"guard: {refusal_of_altered_probe(blob)}")
+
+
+def refusal_of_altered_probe(blob: bytes) -> str:
+    """What unpacking says when the archive's probe fingerprint is altered by one digit."""
+    archive = container.read(blob)
+    if archive.header.mode != "model":
+        return "not checked (raw-mode archive)"
+    probe = archive.header.probe
+    archive.header.probe = ("0" if probe[0] != "0" else "1") + probe[1:]
+    try:
+        Decompressor().decompress(container.write(archive))
+    except ModelMismatchError as error:
+        return f"refused: {error}"
+    return "NOT REFUSED"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 import zstandard
 
 from . import container
-from .api import (MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for, library_versions, looks_binary,
+from .api import (DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for, library_versions, looks_binary,
                   symbolize)
 from .model import LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
@@ -52,7 +52,7 @@ class Plan:
 
     backends: tuple[str, ...]
     models: tuple[str, ...] = (Settings.model,)
-    contexts: tuple[int, ...] = (Settings.context,)
+    contexts: tuple[int, ...] = (DEFAULT_CONTEXT,)
     top_ks: tuple[int, ...] = (Settings.top_k,)
     batch: int = Settings.batch
     dtype: str = Settings.dtype

@@ -50,7 +50,9 @@ def pack(
     backend: Annotated[str, typer.Option(help=f"Back-end coder: {', '.join(backend_names())}.")] = "brotli",
     model: Annotated[str, typer.Option("--model", "-m", help="Built-in model name or local folder.")] = DEFAULT_MODEL,
     top_k: Annotated[int, typer.Option(help="Ranks below this are symbols; others are escaped.")] = api.DEFAULT_TOP_K,
-    context: Annotated[int, typer.Option(help="Tokens per chunk: longer packs smaller, runs slower.")] = api.DEFAULT_CONTEXT,
+    context: Annotated[int | None, typer.Option(
+        help="Tokens per chunk: longer packs smaller, runs slower. Default 1024, shorter for inputs "
+             "under 8 chunks (at least 128), so that they unpack in parallel.")] = None,
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from alphazip import container
-from alphazip.api import MODELS, Compressor, Decompressor, Settings, looks_binary, symbolize
+from alphazip.api import DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, looks_binary, symbolize
 from alphazip.backends import backend_names, get_backend
 from alphazip.bench import CLASSICS, machine
 from alphazip.schedule import score_chunks, split_chunks
@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--model", default=Settings.model)
-    parser.add_argument("--context", type=int, default=Settings.context)
+    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT)
     parser.add_argument("--batch", type=int, default=Settings.batch)
     parser.add_argument("--dtype", default=Settings.dtype)
     parser.add_argument("--top-k", type=int, default=Settings.top_k)

@@ -55,9 +55,11 @@ def main() -> None:
     data = b"".join(path.read_bytes() for path in args.files)[: args.bytes]
     settings = api.Settings()
     model = api.MODELS.get(settings.model, settings.dtype)
-    chunks = split_chunks(model.tokenizer.encode(data), settings.context)
-    tokens = sum(map(len, chunks))
-    print(f"{len(data):,} bytes, {tokens:,} tokens, {len(chunks)} chunks of {settings.context}; "
+    ids = model.tokenizer.encode(data)
+    context = api.chunk_length(settings.context, len(ids))
+    chunks = split_chunks(ids, context)
+    tokens = len(ids)
+    print(f"{len(data):,} bytes, {tokens:,} tokens, {len(chunks)} chunks of {context}; "
           f"default settings: {settings.dtype}, batch {settings.batch}, engine {api.engine_for(model, 'auto')}, "
           f"unpack batch {api.DECODE_BATCH}; {machine()}")
 
@@ -72,7 +74,7 @@ def main() -> None:
     scores, fp32_seconds = transformers_full_pass(model, chunks)
     fp32 = tokens / fp32_seconds
     bf16_model = api.MODELS.get(settings.model, "bfloat16")
-    sample = [chunk for chunk in chunks if len(chunk) == settings.context][: args.bf16_chunks] or chunks[:1]
+    sample = [chunk for chunk in chunks if len(chunk) == context][: args.bf16_chunks] or chunks[:1]
     _, bf16_seconds = transformers_full_pass(bf16_model, sample)
     bf16 = sum(map(len, sample)) / bf16_seconds
     for name, reference in (("fp32", fp32), ("bf16", bf16)):

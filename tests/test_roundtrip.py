@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphazip import Compressor, Decompressor, describe
-from alphazip.api import looks_binary
+from alphazip.api import chunk_length, looks_binary
 from alphazip.backends import backend_names
 
 SAMPLES = [
@@ -77,3 +77,18 @@ def test_compressor_is_reusable(tiny):
     decompressor = Decompressor()
     for data in (b"one", b"two two", b""):
         assert decompressor.decompress(compressor.compress(data)) == data
+
+
+def test_default_chunking_cuts_small_inputs_into_eight_chunks():
+    assert chunk_length(None, 520) == 128  # at least MIN_CONTEXT tokens a chunk
+    assert chunk_length(None, 4500) == 563  # eight chunks
+    assert chunk_length(None, 57_051) == 1024  # large inputs: DEFAULT_CONTEXT
+    assert chunk_length(300, 10) == 300  # an explicit --context is kept
+
+
+def test_small_input_packed_with_default_context_round_trips(tiny):
+    data = SAMPLES[2] * 6  # about 5,500 bytes, 1,024 to 8,192 tiny-model tokens
+    blob = Compressor(model=TINY, mode="model").compress(data)
+    facts = describe(blob)
+    assert facts["chunks"] == 8 and facts["context"] == chunk_length(None, facts["tokens"]) < 1024
+    assert Decompressor().decompress(blob) == data

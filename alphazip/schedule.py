@@ -48,29 +48,47 @@ def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, pro
     """Rank every token of every chunk: in lockstep, or in whole segments where ``engine`` allows."""
     segment = SEGMENT if model.invariant(engine) else 1
     scores = Scores([], [])
-    done, total = 0, sum(map(len, chunks))
+    count = _Counter(sum(map(len, chunks)), progress)
     for group in groups(len(chunks), batch):
-        members = [chunks[i] for i in group]
-        tokens = _padded(members, fill=model.bos_id)
-        inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), tokens[:, :-1]], axis=1)
-        ranks = np.full(tokens.shape, -1, dtype=np.int32)
-        bits = np.zeros(len(members))
-        lengths = np.array([len(m) for m in members])
-        stepper = model.stepper(len(members), tokens.shape[1], engine)
-        for start in range(0, tokens.shape[1], segment):
-            stop = min(start + segment, tokens.shape[1])
-            logits = stepper.advance(inputs[:, start:stop])
-            flat = logits.reshape(-1, logits.shape[-1])
-            target = torch.from_numpy(np.ascontiguousarray(tokens[:, start:stop]).reshape(-1))
-            live = np.arange(start, stop)[None, :] < lengths[:, None]
-            ranks[:, start:stop] = ranks_of(flat, target).view(len(members), -1).numpy()
-            bits += (_ideal_bits(flat, target).reshape(len(members), -1) * live).sum(1)
-            done += int(live.sum())
-            if progress:
-                progress(done, total)
-        scores.ranks += [ranks[row, :length] for row, length in enumerate(lengths)]
-        scores.bits += bits.tolist()
+        ranks, bits = _score_group(model, [chunks[i] for i in group], segment, engine, count)
+        scores.ranks += ranks
+        scores.bits += bits
     return scores
+
+
+def _score_group(model: LanguageModel, members: list[np.ndarray], segment: int, engine: str,
+                 count: "_Counter") -> tuple[list[np.ndarray], list[float]]:
+    """Ranks and ideal bits of one group's chunks. A function of its own, so that the group's KV
+    cache and logits are freed before the next group allocates its own (a second cache at once
+    raised the peak RSS by hundreds of MB)."""
+    tokens = _padded(members, fill=model.bos_id)
+    inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), tokens[:, :-1]], axis=1)
+    ranks = np.full(tokens.shape, -1, dtype=np.int32)
+    bits = np.zeros(len(members))
+    lengths = np.array([len(m) for m in members])
+    stepper = model.stepper(len(members), tokens.shape[1], engine)
+    for start in range(0, tokens.shape[1], segment):
+        stop = min(start + segment, tokens.shape[1])
+        logits = stepper.advance(inputs[:, start:stop])
+        flat = logits.reshape(-1, logits.shape[-1])
+        target = torch.from_numpy(np.ascontiguousarray(tokens[:, start:stop]).reshape(-1))
+        live = np.arange(start, stop)[None, :] < lengths[:, None]
+        ranks[:, start:stop] = ranks_of(flat, target).view(len(members), -1).numpy()
+        bits += (_ideal_bits(flat, target).reshape(len(members), -1) * live).sum(1)
+        count.add(int(live.sum()))
+    return [ranks[row, :length] for row, length in enumerate(lengths)], bits.tolist()
+
+
+class _Counter:
+    """Tokens done so far, reported to an optional progress callback."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, tokens: int) -> None:
+        self.done += tokens
+        if self.progress:
+            self.progress(self.done, self.total)
 
 
 @torch.inference_mode()
@@ -85,30 +103,34 @@ def decode_chunks(
 ) -> list[np.ndarray]:
     """Token ids of every chunk from its rank symbols (``top_k`` = escape) and escaped ids."""
     decoded = []
-    done, total = 0, sum(map(len, symbols))
+    count = _Counter(sum(map(len, symbols)), progress)
     for group in groups(len(symbols), batch):
-        wanted = _padded([symbols[i] for i in group], fill=0)
-        lengths = np.array([len(symbols[i]) for i in group])
-        escape_ids = [iter(escapes[i].tolist()) for i in group]
-        tokens = np.full(wanted.shape, model.bos_id, dtype=np.int64)
-        stepper = model.stepper(len(group), wanted.shape[1], engine)
-        previous = np.full(len(group), model.bos_id, dtype=np.int64)
-        for t in range(wanted.shape[1]):
-            logits = stepper.step(previous)
-            live = t < lengths
-            ranked = live & (wanted[:, t] != top_k)
-            if ranked.any():
-                rows = torch.from_numpy(np.flatnonzero(ranked))
-                found = tokens_at(logits[rows], torch.from_numpy(wanted[ranked, t]))
-                tokens[ranked, t] = found.numpy()
-            for row in np.flatnonzero(live & ~ranked):
-                tokens[row, t] = next(escape_ids[row])
-            previous = tokens[:, t]
-            done += int(live.sum())
-            if progress:
-                progress(done, total)
-        decoded += [tokens[row, :length] for row, length in enumerate(lengths)]
+        decoded += _decode_group(model, [symbols[i] for i in group], [escapes[i] for i in group], top_k, engine, count)
     return decoded
+
+
+def _decode_group(model: LanguageModel, symbols: list[np.ndarray], escapes: list[np.ndarray], top_k: int,
+                  engine: str, count: _Counter) -> list[np.ndarray]:
+    """Token ids of one group's chunks (a function of its own for the reason of ``_score_group``)."""
+    wanted = _padded(symbols, fill=0)
+    lengths = np.array([len(s) for s in symbols])
+    escape_ids = [iter(e.tolist()) for e in escapes]
+    tokens = np.full(wanted.shape, model.bos_id, dtype=np.int64)
+    stepper = model.stepper(len(symbols), wanted.shape[1], engine)
+    previous = np.full(len(symbols), model.bos_id, dtype=np.int64)
+    for t in range(wanted.shape[1]):
+        logits = stepper.step(previous)
+        live = t < lengths
+        ranked = live & (wanted[:, t] != top_k)
+        if ranked.any():
+            rows = torch.from_numpy(np.flatnonzero(ranked))
+            found = tokens_at(logits[rows], torch.from_numpy(wanted[ranked, t]))
+            tokens[ranked, t] = found.numpy()
+        for row in np.flatnonzero(live & ~ranked):
+            tokens[row, t] = next(escape_ids[row])
+        previous = tokens[:, t]
+        count.add(int(live.sum()))
+    return [tokens[row, :length] for row, length in enumerate(lengths)]
 
 
 def _padded(rows: list[np.ndarray], fill: int) -> np.ndarray:

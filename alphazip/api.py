@@ -336,8 +336,8 @@ def engine_for(model: LanguageModel, choice: str) -> str:
 
 def _setup_difference(header: Header) -> str:
     here = library_versions()
-    changed = [f"{name} {header.versions.get(name)} -> {here[name]}" for name in here
-               if header.versions.get(name) != here[name]]
+    changed = [f"{name} {header.versions[name]} -> {here[name]}" for name in here  # older archives lack "cpu"
+               if name in header.versions and header.versions[name] != here[name]]
     return f" (packed on another setup: {', '.join(changed)})" if changed else ""
 
 

@@ -28,8 +28,8 @@ import torch
 import zstandard
 
 from . import container
-from .api import (DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for, library_versions, looks_binary,
-                  symbolize)
+from .api import (DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for,
+                  library_versions, looks_binary, symbolize)
 from .model import LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
 

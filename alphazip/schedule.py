@@ -42,6 +42,18 @@ class Scores:
     bits: list[float]  # ideal code length, sum of -log2 p(token), per chunk
 
 
+class _Counter:
+    """Tokens done so far, reported to an optional progress callback."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, tokens: int) -> None:
+        self.done += tokens
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
 @torch.inference_mode()
 def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, progress: Progress | None = None,
                  engine: str = TRANSFORMERS_ENGINE) -> Scores:
@@ -57,7 +69,7 @@ def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, pro
 
 
 def _score_group(model: LanguageModel, members: list[np.ndarray], segment: int, engine: str,
-                 count: "_Counter") -> tuple[list[np.ndarray], list[float]]:
+                 count: _Counter) -> tuple[list[np.ndarray], list[float]]:
     """Ranks and ideal bits of one group's chunks. A function of its own, so that the group's KV
     cache and logits are freed before the next group allocates its own (a second cache at once
     raised the peak RSS by hundreds of MB)."""
@@ -77,18 +89,6 @@ def _score_group(model: LanguageModel, members: list[np.ndarray], segment: int, 
         bits += (_ideal_bits(flat, target).reshape(len(members), -1) * live).sum(1)
         count.add(int(live.sum()))
     return [ranks[row, :length] for row, length in enumerate(lengths)], bits.tolist()
-
-
-class _Counter:
-    """Tokens done so far, reported to an optional progress callback."""
-
-    def __init__(self, total: int, progress: Progress | None):
-        self.done, self.total, self.progress = 0, total, progress
-
-    def add(self, tokens: int) -> None:
-        self.done += tokens
-        if self.progress:
-            self.progress(self.done, self.total)
 
 
 @torch.inference_mode()

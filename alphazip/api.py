@@ -5,9 +5,14 @@ model loaded, so repeated calls pay the load once.
 """
 
 import contextlib
+import hashlib
+import io
+import itertools
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -15,11 +20,13 @@ import transformers
 
 from . import container
 from .backends import get_backend
-from .container import Archive, Header
+from .container import Archive, Frame, Header
 from .errors import AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, LanguageModel
 from .model.registry import find_by_fingerprint, model_dirs
-from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
+from .schedule import Scores, decode_chunks, score_chunks, split_chunks
+
+Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all; None where not known)
 
 DECODE_BATCH = 64  # chunks stepped together when unpacking on an invariant engine (any value decodes)
 DEFAULT_TOP_K = 65535  # above the vocabulary: escapes only for raw-byte ids (docs/results.md)
@@ -32,6 +39,11 @@ DEFAULT_BATCH = 16  # 16 x 1,024 tokens: the engine's products have rows enough,
 # bf16 matrix products are 1.6 x faster than fp32 on CPUs with AVX-512 BF16, but 8 x slower on
 # plain AVX2 (measured, docs/engine.md); fp32 is never slow and matches transformers' fp32 logits.
 DEFAULT_DTYPE = "float32"
+# Input bytes packed as one frame. Frames are coded independently, so memory is bounded by one
+# frame whatever the input's size; 1 MiB (about 300 k tokens of prose) is large enough that the
+# back-ends' cost of starting afresh is small (docs/engine.md, "Memory").
+FRAME_BYTES = 1 << 20
+MIN_FRAME_BYTES = 1 << 12
 # Share of bytes that are invalid UTF-8 or control characters above which data is called binary.
 BINARY_SHARE = 0.10
 BINARY_WINDOW, BINARY_WINDOWS = 1 << 16, 16  # looks_binary reads at most 16 windows of 64 KiB
@@ -48,6 +60,7 @@ class Settings:
     batch: int = DEFAULT_BATCH  # chunks stepped together
     dtype: str = DEFAULT_DTYPE
     mode: str = "auto"  # "auto": model unless the data looks binary, smaller of model/raw; or "model"/"raw"
+    frame_bytes: int = FRAME_BYTES  # input bytes coded as one frame: memory is bounded by it
     engine: str = "auto"  # inference path: "auto" = the model's preferred one, or a name from model.engines
 
     def __post_init__(self):
@@ -56,6 +69,8 @@ class Settings:
             raise ValueError(f"top-k must be between 1 and {1 << 20}, not {self.top_k}")
         if (self.context is not None and self.context < 1) or self.batch < 1:
             raise ValueError("context and batch must be at least 1")
+        if self.frame_bytes < MIN_FRAME_BYTES:
+            raise ValueError(f"frame size must be at least {MIN_FRAME_BYTES} bytes, not {self.frame_bytes}")
         if self.mode not in ("auto", "model", "raw"):
             raise ValueError(f"mode must be auto, model or raw, not {self.mode!r}")
 
@@ -81,54 +96,131 @@ MODELS = ModelCache()
 
 
 class Compressor:
-    """Packs bytes into .az archives with fixed settings; keeps its model between calls."""
+    """Packs bytes into .az archives with fixed settings; keeps its model between calls.
+
+    The input is packed frame by frame (``Settings.frame_bytes`` each), so memory does not grow
+    with its size. In auto mode the first frame decides whether the model is used at all (data
+    that looks binary is packed raw); after that each frame stores the smaller of its model and
+    raw codings, so a text file with a binary stretch inside loses nothing on it.
+    """
 
     def __init__(self, settings: Settings | None = None, models: ModelCache = MODELS, **overrides):
         self.settings = Settings(**overrides) if settings is None else settings
         self.models = models
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
-        """The archive of ``data``; ``progress`` is called with (tokens done, tokens in all)."""
+        """The archive of ``data``; ``progress`` is called with (bytes done, bytes in all)."""
         return container.write(self.pack(data, progress))
 
-    def pack(self, data: bytes, progress: Progress | None = None, scores: Scores | None = None) -> Archive:
-        """The archive ``compress`` writes, unserialized (``scores`` may come from an earlier pass)."""
-        settings = self.settings
-        if settings.mode == "raw" or (settings.mode == "auto" and looks_binary(data)):
-            return self.pack_raw(data)
-        model = self.models.get(settings.model, settings.dtype)
-        packed = self.pack_with_model(data, model, progress, scores)
-        if settings.mode == "auto":
-            raw = self.pack_raw(data)
-            if _payload_size(raw) <= _payload_size(packed):
-                return raw
-        return packed
+    def compress_stream(self, source: BinaryIO, sink: BinaryIO, progress: Progress | None = None,
+                        size: int | None = None) -> tuple[int, int]:
+        """Pack ``source`` into ``sink`` one frame at a time; (input bytes, archive bytes).
 
-    def pack_raw(self, data: bytes) -> Archive:
-        """The raw-mode archive: the back-end applied to the bytes themselves."""
-        payload = get_backend(self.settings.backend).encode(np.frombuffer(data, np.uint8), 256)
-        return Archive(Header(mode="raw", backend=self.settings.backend), [], [], [payload],
-                       *container.original_identity(data))
+        ``size``, if known, is the input's length, reported to ``progress`` as the total.
+        """
+        pieces = input_frames(source, self.settings.frame_bytes)
+        first = next(pieces, b"")
+        plan = self._plan(first)
+        digest, done, writer = hashlib.sha256(), 0, None
+        for piece, last in _marking_last(itertools.chain([first] if first else [], pieces)):
+            frame = self._frame(piece, plan, _offset(progress, done, len(piece), size))
+            if writer is None:  # the header waits for the first frame (see _header)
+                writer = container.ArchiveWriter(sink, self._header(plan, frame, alone=last))
+            writer.add(frame)
+            digest.update(piece)
+            done += len(piece)
+        writer = writer or container.ArchiveWriter(sink, plan.header)
+        return done, writer.finish(done, digest.digest())
 
-    def pack_with_model(self, data: bytes, model: LanguageModel, progress: Progress | None = None,
-                        scores: Scores | None = None) -> Archive:
-        """The model-mode archive of ``data`` (``scores`` may be reused from an earlier pass)."""
+    def pack(self, data: bytes, progress: Progress | None = None, scores: list[Scores | None] | None = None) -> Archive:
+        """The archive ``compress`` writes, in memory; ``scores`` (one per frame, from
+        :meth:`frames_of`) may come from an earlier pass of the same model and chunking."""
+        pieces = self.frames_of(data)
+        plan = self._plan(pieces[0] if pieces else b"")
+        frames, done = [], 0
+        for piece, frame_scores in zip(pieces, scores or [None] * len(pieces), strict=True):
+            frames.append(self._frame(piece, plan, _offset(progress, done, len(piece), len(data)), frame_scores))
+            done += len(piece)
+        header = self._header(plan, frames[0], alone=len(frames) == 1) if frames else plan.header
+        return Archive(header, frames, *container.original_identity(data))
+
+    def frames_of(self, data: bytes) -> list[bytes]:
+        """The pieces of ``data`` that become frames, in order."""
+        return list(input_frames(io.BytesIO(data), self.settings.frame_bytes))
+
+    def chunks_of(self, piece: bytes, model: LanguageModel) -> list[np.ndarray]:
+        """A frame's tokens cut into the chunks its archive codes."""
+        ids = model.tokenizer.encode(piece)
+        return split_chunks(ids, chunk_length(self.settings.context, len(ids)))
+
+    def _plan(self, first: bytes) -> "_Plan":
+        """The header, and the model to run (None: every frame raw), judged on the first frame."""
         s = self.settings
+        if s.mode == "raw" or (s.mode == "auto" and (not first or looks_binary(first))):  # nothing to model
+            return _Plan(Header(mode="raw", backend=s.backend), None, "")
+        model = self.models.get(s.model, s.dtype)
         engine = engine_for(model, s.engine)
-        ids = model.tokenizer.encode(data)
-        context = chunk_length(s.context, len(ids))
-        chunks = split_chunks(ids, context)
+        header = Header(
+            mode="model", backend=s.backend, model=model.name, model_fingerprint=model.fingerprint,
+            dtype=model.dtype, engine=engine, probe=model.probe(engine), top_k=s.top_k, context=s.context or 0,
+            batch=s.batch, threads=torch.get_num_threads(), versions=library_versions())
+        return _Plan(header, model, engine)
+
+    def _header(self, plan: "_Plan", first: Frame, alone: bool) -> Header:
+        """The plan's header, or a bare raw one when the archive's only frame came out raw:
+        naming a model that nothing needs would cost a small file hundreds of bytes."""
+        if alone and first.mode == "raw":
+            return Header(mode="raw", backend=self.settings.backend)
+        return plan.header
+
+    def _frame(self, piece: bytes, plan: "_Plan", progress: Progress | None, scores: Scores | None = None) -> Frame:
+        auto = self.settings.mode == "auto"
+        if plan.model is None or (auto and looks_binary(piece)):
+            return self.raw_frame(piece)
+        coded = self.model_frame(piece, plan.model, plan.engine, progress, scores)
+        if auto:
+            raw = self.raw_frame(piece)
+            if _payload_size(raw) <= _payload_size(coded):
+                return raw
+        return coded
+
+    def raw_frame(self, piece: bytes) -> Frame:
+        """A raw frame: the back-end applied to the bytes themselves."""
+        payload = get_backend(self.settings.backend).encode(np.frombuffer(piece, np.uint8), 256)
+        return Frame("raw", len(piece), [], [], [payload])
+
+    def model_frame(self, piece: bytes, model: LanguageModel, engine: str, progress: Progress | None = None,
+                    scores: Scores | None = None) -> Frame:
+        """A model frame: ranks of the piece's tokens under ``model``, coded by the back-end."""
+        s = self.settings
+        chunks = self.chunks_of(piece, model)
         if scores is None:
             scores = score_chunks(model, chunks, s.batch, progress, engine)
         symbols, escapes = symbolize(chunks, scores.ranks, s.top_k)
         backend = get_backend(s.backend)
-        header = Header(
-            mode="model", backend=s.backend, model=model.name, model_fingerprint=model.fingerprint,
-            dtype=model.dtype, engine=engine, probe=model.probe(engine), top_k=s.top_k, context=context,
-            batch=s.batch, threads=torch.get_num_threads(), versions=library_versions())
         streams = [backend.encode(symbols, s.top_k + 1), backend.encode(escapes, model.tokenizer.id_space)]
         crcs = [zlib.crc32(model.tokenizer.decode(chunk)) for chunk in chunks]
-        return Archive(header, [len(c) for c in chunks], crcs, streams, *container.original_identity(data))
+        return Frame("model", len(piece), [len(c) for c in chunks], crcs, streams)
+
+
+def _marking_last(items: Iterator) -> Iterator[tuple[object, bool]]:
+    """(item, whether it is the last one), looking one item ahead."""
+    items = iter(items)
+    current = next(items, _NOTHING)
+    while current is not _NOTHING:
+        following = next(items, _NOTHING)
+        yield current, following is _NOTHING
+        current = following
+
+
+_NOTHING = object()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    header: Header
+    model: LanguageModel | None
+    engine: str
 
 
 class Decompressor:
@@ -141,19 +233,44 @@ class Decompressor:
     def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
         """The original bytes of archive ``blob``, verified against every recorded checksum.
 
-        ``progress`` is called with (tokens done, tokens in all) as decoding goes on.
+        ``progress`` is called with (bytes done, None) as decoding goes on.
         """
-        archive = container.read(blob)
-        header = archive.header
+        out = io.BytesIO()
+        self.decompress_stream(io.BytesIO(blob), out, progress)
+        return out.getvalue()
+
+    def decompress_stream(self, source: BinaryIO, sink: BinaryIO, progress: Progress | None = None) -> int:
+        """Unpack the archive in ``source`` into ``sink`` frame by frame; the bytes written.
+
+        Each frame is checked (chunk CRC-32s, its size) before it is written; the SHA-256 of all
+        of them once the trailer is read. The model is loaded, and its fingerprint and probe
+        checked, at the first frame that needs it: raw frames never load it.
+        """
+        reader = container.ArchiveReader(source)
+        header = reader.header
         backend = _backend_of(header)
-        if header.mode == "raw":
-            data = _bytes_of(backend.decode(_only_stream(archive), 256))
-        else:
-            model = self.models.get(self.model_spec(header), header.dtype)
-            data = self.decode_with_model(archive, model, progress)
-        if container.original_identity(data) != (archive.original_size, archive.original_sha256):
+        digest, done, model = hashlib.sha256(), 0, None
+        for index, frame in enumerate(reader.frames()):
+            if frame.mode == "raw":
+                data = _bytes_of(backend.decode(_only_stream(frame), 256))
+            else:
+                if header.mode != "model":
+                    raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
+                if model is None:
+                    model = self.models.get(self.model_spec(header), header.dtype)
+                    _check_model(header, model)
+                data = self.decode_frame(header, frame, model, _offset(progress, done, frame.size, None),
+                                         f" of frame {index}" if index else "")
+            if len(data) != frame.size:
+                raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
+            digest.update(data)
+            sink.write(data)
+            done += len(data)
+            if progress:
+                progress(done, None)
+        if (done, digest.digest()) != (reader.original_size, reader.original_sha256):
             raise ChecksumError("decoded data does not match the archive's SHA-256")
-        return data
+        return done
 
     def model_spec(self, header: Header) -> str:
         """Which model to load for ``header``: ``--model`` if given, else the recorded name.
@@ -183,46 +300,70 @@ class Decompressor:
         raise ModelNotFoundError(f"archive needs model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
                                  f"which is neither at that path nor in {places}; pass --model FOLDER")
 
-    def decode_with_model(self, archive: Archive, model: LanguageModel, progress: Progress | None = None) -> bytes:
-        """Decode a model-mode archive with ``model``, checking every chunk's CRC-32."""
-        header = archive.header
-        _check_model(header, model)
-        symbols, escapes = self.read_symbols(archive, model)
+    def decode_frame(self, header: Header, frame: Frame, model: LanguageModel, progress: Progress | None = None,
+                     where: str = "") -> bytes:
+        """Decode a model frame with ``model`` (already checked), checking every chunk's CRC-32."""
+        symbols, escapes = self.read_symbols(header, frame, model)
         threads = 0 if model.invariant(header.engine) else header.threads  # 0: leave as is
         with torch_threads(threads):
             chunks = decode_chunks(model, symbols, escapes, header.top_k, decoding_batch(model, header.engine, header.batch),
                                    progress, header.engine)
         pieces = []
-        for index, (chunk, crc) in enumerate(zip(chunks, archive.chunk_crcs)):
+        for index, (chunk, crc) in enumerate(zip(chunks, frame.chunk_crcs)):
             try:
                 piece = model.tokenizer.decode(chunk)
             except BadArchiveError:  # a wrong rank picked a special token: same failure
                 piece = None
             if piece is None or zlib.crc32(piece) != crc:
-                raise ChecksumError(f"chunk {index} of {len(chunks)} fails its CRC-32{_setup_difference(header)}")
+                raise ChecksumError(f"chunk {index} of {len(chunks)}{where} fails its CRC-32{_setup_difference(header)}")
             pieces.append(piece)
         return b"".join(pieces)
 
     @staticmethod
-    def read_symbols(archive: Archive, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Decode both payloads of a model archive and split them per chunk, checking their counts."""
-        header, backend = archive.header, _backend_of(archive.header)
-        if len(archive.streams) != 2:
-            raise BadArchiveError(f"model archive must hold 2 streams, not {len(archive.streams)}")
-        symbols = backend.decode(archive.streams[0], header.top_k + 1)
-        escapes = backend.decode(archive.streams[1], model.tokenizer.id_space)
-        if len(symbols) != sum(archive.chunk_tokens):
-            raise BadArchiveError(f"archive holds {len(symbols)} symbols but its chunk table {sum(archive.chunk_tokens)}")
+    def read_symbols(header: Header, frame: Frame, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Decode both payloads of a model frame and split them per chunk, checking their counts."""
+        backend = _backend_of(header)
+        if len(frame.streams) != 2:
+            raise BadArchiveError(f"model frame must hold 2 streams, not {len(frame.streams)}")
+        symbols = backend.decode(frame.streams[0], header.top_k + 1)
+        escapes = backend.decode(frame.streams[1], model.tokenizer.id_space)
+        if len(symbols) != sum(frame.chunk_tokens):
+            raise BadArchiveError(f"archive holds {len(symbols)} symbols but its chunk table {sum(frame.chunk_tokens)}")
         ranked = symbols[symbols != header.top_k]
         if ranked.size and int(ranked.max()) >= model.logits_size:
             raise BadArchiveError(f"archive holds rank {int(ranked.max())}, beyond the model's {model.logits_size} tokens")
         escape_at = np.flatnonzero(symbols == header.top_k)
         if len(escape_at) != len(escapes):
             raise BadArchiveError(f"archive holds {len(escapes)} escaped ids for {len(escape_at)} escapes")
-        bounds = np.cumsum(archive.chunk_tokens)[:-1]
+        bounds = np.cumsum(frame.chunk_tokens)[:-1]
         per_chunk_symbols = np.split(symbols, bounds)
         per_chunk_escapes = np.split(escapes, np.searchsorted(escape_at, bounds))
         return per_chunk_symbols, per_chunk_escapes
+
+
+def input_frames(source: BinaryIO, frame_bytes: int) -> Iterator[bytes]:
+    """The input in pieces of about ``frame_bytes``, read as they are needed.
+
+    A piece ends after the last newline of its final quarter where there is one, so that frames
+    rarely split a line (or a UTF-8 character) and tokenize as the whole text would.
+    """
+    rest = b""
+    while True:
+        piece = rest + source.read(frame_bytes - len(rest))
+        if len(piece) < frame_bytes:  # the source ran out
+            if piece:
+                yield piece
+            return
+        cut = piece.rfind(b"\n", frame_bytes - frame_bytes // 4) + 1 or frame_bytes
+        yield piece[:cut]
+        rest = piece[cut:]
+
+
+def _offset(progress: Progress | None, done: int, size: int, total: int | None) -> Progress | None:
+    """A frame's (tokens done, tokens in the frame) progress as bytes of the whole input."""
+    if progress is None:
+        return None
+    return lambda tokens, tokens_in_frame: progress(done + size * tokens // max(tokens_in_frame, 1), total)
 
 
 def chunk_length(context: int | None, tokens: int) -> int:
@@ -285,8 +426,8 @@ def library_versions() -> dict:
             "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
-def _payload_size(archive: Archive) -> int:
-    return sum(map(len, archive.streams)) + 8 * len(archive.chunk_tokens)
+def _payload_size(frame: Frame) -> int:
+    return sum(map(len, frame.streams)) + 8 * len(frame.chunk_tokens)
 
 
 def _backend_of(header: Header):
@@ -296,10 +437,10 @@ def _backend_of(header: Header):
         raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
 
 
-def _only_stream(archive: Archive) -> bytes:
-    if len(archive.streams) != 1 or archive.chunk_tokens:
-        raise BadArchiveError("raw archive must hold exactly one stream and no chunks")
-    return archive.streams[0]
+def _only_stream(frame: Frame) -> bytes:
+    if len(frame.streams) != 1 or frame.chunk_tokens:
+        raise BadArchiveError("raw frame must hold exactly one stream and no chunks")
+    return frame.streams[0]
 
 
 def _bytes_of(symbols: np.ndarray) -> bytes:
@@ -356,13 +497,18 @@ def describe(blob: bytes) -> dict:
     archive = container.read(blob)
     header = archive.header
     size = archive.original_size
-    facts = {"format": f"alphazip v{container.FORMAT_VERSION}", "mode": header.mode, "backend": header.backend}
-    if header.mode == "model":
+    frames = archive.frames
+    facts = {"format": f"alphazip v{blob[len(container.MAGIC)]}", "mode": archive.mode, "backend": header.backend,
+             "frames": len(frames)}
+    if archive.mode != "raw":
         facts |= {"model": header.model, "fingerprint": header.model_fingerprint, "dtype": header.dtype,
-                  "engine": header.engine, "probe": header.probe[:16] or "-", "top_k": header.top_k, "context": header.context,
+                  "engine": header.engine, "probe": header.probe[:16] or "-", "top_k": header.top_k,
+                  # 0 asks for the default, which follows each frame's size: show the longest chunk
+                  "context": header.context or max((n for f in frames for n in f.chunk_tokens), default=0),
                   "batch": header.batch, "threads": header.threads,
                   "versions": ", ".join(f"{k} {v}" for k, v in sorted(header.versions.items())),
-                  "chunks": len(archive.chunk_tokens), "tokens": sum(archive.chunk_tokens)}
+                  "chunks": sum(len(f.chunk_tokens) for f in frames),
+                  "tokens": sum(sum(f.chunk_tokens) for f in frames)}
     facts |= {"original bytes": size, "archive bytes": len(blob),
               "ratio": f"{len(blob) / size:.4f}" if size else "-",
               "bits per byte": f"{8 * len(blob) / size:.4f}" if size else "-",

@@ -10,6 +10,7 @@ whose check fails is reported FAILED with the reason, never dropped.
 import bz2
 import datetime
 import gzip
+import io
 import lzma
 import math
 import os
@@ -28,10 +29,10 @@ import torch
 import zstandard
 
 from . import container
-from .api import (DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for,
-                  library_versions, looks_binary, symbolize)
+from .api import (DEFAULT_CONTEXT, FRAME_BYTES, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for,
+                  input_frames, library_versions, looks_binary, symbolize)
 from .model import LanguageModel
-from .schedule import Progress, Scores, decode_chunks, score_chunks, split_chunks
+from .schedule import Progress, Scores, decode_chunks, score_chunks
 
 QUICK_BYTES = 4096  # --quick benches only the first 4 KiB of each file
 
@@ -173,7 +174,9 @@ def read(path: Path, quick: bool) -> bytes:
 
 
 def uses_model(data: bytes, mode: str) -> bool:
-    return bool(data) and (mode == "model" or mode == "auto" and not looks_binary(data))
+    """Whether packing runs the model: in auto mode, unless the first frame looks binary (as pack judges)."""
+    first = next(input_frames(io.BytesIO(data), FRAME_BYTES), b"")
+    return bool(data) and (mode == "model" or mode == "auto" and not looks_binary(first))
 
 
 def classic_rows(name: str, data: bytes) -> list[Row]:
@@ -200,7 +203,7 @@ def raw_rows(name: str, data: bytes, plan: Plan) -> list[Row]:
         started = time.perf_counter()
         blob = compressor.compress(data)
         packed = time.perf_counter()
-        row = Row(name, f"alphazip {backend}", "alphazip", len(data), len(blob), mode=container.read(blob).header.mode,
+        row = Row(name, f"alphazip {backend}", "alphazip", len(data), len(blob), mode=container.read(blob).mode,
                   pack_seconds=packed - started)
         _check(row, lambda blob=blob: Decompressor().decompress(blob) == data, "unpacked bytes differ")
         row.unpack_seconds = time.perf_counter() - packed
@@ -211,32 +214,37 @@ def raw_rows(name: str, data: bytes, plan: Plan) -> list[Row]:
 
 def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context: int, plan: Plan,
                tally: Tally) -> list[Row]:
-    """One scoring pass and one decoding pass at ``context``; every back-end and k coded from them."""
-    chunks = split_chunks(model.tokenizer.encode(data), context)
-    same = {"model": _label(spec, plan), "context": context, "tokens": sum(map(len, chunks))}
+    """One scoring pass and one decoding pass at ``context``; every back-end and k coded from them.
+
+    The passes run frame by frame over the very chunks ``alphazip pack`` codes.
+    """
+    packer = Compressor(plan.settings(plan.backends[0], spec, context, plan.top_ks[0]))
+    frames = [packer.chunks_of(piece, model) for piece in packer.frames_of(data)]
+    same = {"model": _label(spec, plan), "context": context, "tokens": sum(len(c) for f in frames for c in f)}
     reset_peak_memory()
     try:
         engine = engine_for(model, plan.engine)
         started = time.perf_counter()
-        scores = score_chunks(model, chunks, plan.batch, tally.pass_progress(), engine)
+        scores = [score_chunks(model, chunks, plan.batch, tally.pass_progress(), engine) for chunks in frames]
         score_seconds = time.perf_counter() - started
-        decode_seconds, decode_failure = decode_pass(data, chunks, scores, model, max(plan.top_ks), plan.batch,
+        decode_seconds, decode_failure = decode_pass(data, frames, scores, model, max(plan.top_ks), plan.batch,
                                                      engine, tally)
     except Exception as exc:  # the whole pass failed: every setting that needed it did
         return [Row(name, f"alphazip {backend}", "alphazip", len(data), math.nan, top_k=top_k, status="FAILED",
                     reason=f"model pass: {type(exc).__name__}: {exc}", **same)
                 for top_k in plan.top_ks for backend in plan.backends]
-    ideal = sum(scores.bits) / 8
+    ideal = sum(sum(s.bits) for s in scores) / 8
     rows = [Row(name, "ideal", "limit", len(data), ideal, ideal_size=ideal, **same)]
     for top_k in plan.top_ks:
-        symbols, escapes = symbolize(chunks, scores.ranks, top_k)
+        expected = [symbolize(chunks, s.ranks, top_k) for chunks, s in zip(frames, scores)]
+        symbols, escapes = (np.concatenate([e[i] for e in expected] or [np.zeros(0, np.int64)]) for i in (0, 1))
         rows.append(Row(name, "rank entropy", "limit", len(data), order0_bytes(symbols) + order0_bytes(escapes),
                         top_k=top_k, ideal_size=ideal, **same))
         for backend in plan.backends:
-            row = coded_row(name, data, model, plan.settings(backend, spec, context, top_k), scores, chunks, same)
+            row = coded_row(name, data, model, plan.settings(backend, spec, context, top_k), scores, expected, same)
             row.ideal_size = ideal
             row.pack_seconds += score_seconds  # auto mode scores the text even where raw wins
-            if row.mode == "model":  # unpacking a raw archive never runs the model
+            if row.mode != "raw":  # unpacking a raw archive never runs the model
                 row.unpack_seconds += decode_seconds
                 if decode_failure and row.status == "OK":
                     row.status, row.reason = "FAILED", decode_failure
@@ -247,29 +255,29 @@ def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context:
     return rows
 
 
-def decode_pass(data: bytes, chunks: list[np.ndarray], scores: Scores, model: LanguageModel, top_k: int,
-                batch: int, engine: str, tally: Tally) -> tuple[float, str]:
+def decode_pass(data: bytes, frames: list[list[np.ndarray]], scores: list[Scores], model: LanguageModel,
+                top_k: int, batch: int, engine: str, tally: Tally) -> tuple[float, str]:
     """Seconds of one model decoding pass, and why it failed ("" when the bytes come back exactly).
 
     It decodes the symbols of the largest k, so every rank any smaller k keeps is inverted too.
     """
-    symbols, escapes = zip(*(symbolize([chunk], [ranks], top_k) for chunk, ranks in zip(chunks, scores.ranks)),
-                           strict=True) if chunks else ((), ())
     started = time.perf_counter()
     try:
-        decoded = decode_chunks(model, list(symbols), list(escapes), top_k, decoding_batch(model, engine, batch),
-                                tally.pass_progress(), engine)
-        restored = model.tokenizer.decode(np.concatenate(decoded)) if decoded else b""
-        failure = "" if restored == data else "model decoding pass: bytes differ"
+        restored = []
+        for chunks, frame_scores in zip(frames, scores, strict=True):
+            coded = [symbolize([chunk], [ranks], top_k) for chunk, ranks in zip(chunks, frame_scores.ranks)]
+            decoded = decode_chunks(model, [c[0] for c in coded], [c[1] for c in coded], top_k,
+                                    decoding_batch(model, engine, batch), tally.pass_progress(), engine)
+            restored += [model.tokenizer.decode(chunk) for chunk in decoded]
+        failure = "" if b"".join(restored) == data else "model decoding pass: bytes differ"
     except Exception as exc:  # a bench reports every failure as data, whatever raised it
         failure = f"model decoding pass: {type(exc).__name__}: {exc}"
     return time.perf_counter() - started, failure
 
 
-def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, scores: Scores,
-              chunks: list[np.ndarray], same: dict) -> Row:
-    """Code the shared ranks with one back-end and k; decode the payload and compare symbols."""
-    expected = symbolize(chunks, scores.ranks, settings.top_k)
+def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, scores: list[Scores],
+              expected: list[tuple[np.ndarray, np.ndarray]], same: dict) -> Row:
+    """Code the shared ranks with one back-end and k; decode the payloads and compare symbols."""
     started = time.perf_counter()
     try:
         archive = Compressor(settings).pack(data, scores=scores)
@@ -280,12 +288,11 @@ def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, 
                    unpack_seconds=0.0, **same)
     packed = time.perf_counter()
     row = Row(name, f"alphazip {settings.backend}", "alphazip", len(data), len(blob), top_k=settings.top_k,
-              mode=archive.header.mode, pack_seconds=packed - started, **same)
-    if archive.header.mode == "raw":
+              mode=archive.mode, pack_seconds=packed - started, **same)
+    if archive.mode == "raw":
         _check(row, lambda: Decompressor().decompress(blob) == data, "unpacked bytes differ")
     else:
-        _check(row, lambda: _same_symbols(Decompressor.read_symbols(container.read(blob), model), expected),
-               "decoded symbols differ")
+        _check(row, lambda: _same_symbols(container.read(blob), model, expected), "decoded symbols differ")
     row.unpack_seconds = time.perf_counter() - packed
     return row
 
@@ -299,9 +306,16 @@ def order0_bytes(symbols: np.ndarray) -> float:
     return max(0.0, float(-(counts * np.log2(p)).sum() / 8))
 
 
-def _same_symbols(decoded: tuple[list[np.ndarray], list[np.ndarray]], expected: tuple[np.ndarray, np.ndarray]) -> bool:
-    symbols, escapes = (np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in decoded)
-    return np.array_equal(symbols, expected[0]) and np.array_equal(escapes, expected[1])
+def _same_symbols(archive: container.Archive, model: LanguageModel,
+                  expected: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Every model frame's payloads decode to the symbols and escapes it was coded from."""
+    for frame, (symbols, escapes) in zip(archive.frames, expected, strict=True):
+        if frame.mode == "model":
+            decoded = Decompressor.read_symbols(archive.header, frame, model)
+            got = [np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in decoded]
+            if not (np.array_equal(got[0], symbols) and np.array_equal(got[1], escapes)):
+                return False
+    return True
 
 
 def _check(row: Row, verify: Callable[[], bool], mismatch: str) -> None:

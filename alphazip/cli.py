@@ -57,19 +57,18 @@ def pack(
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
     engine: Annotated[str, typer.Option(help="Inference path: auto, alphazip-llama-2 or transformers-static-step.")] = "auto",
+    frame_size: Annotated[int, typer.Option(help="Input bytes coded as one frame; memory is bounded by it.")] = api.FRAME_BYTES,
 ):
     """Pack FILE into FILE.az."""
     with _errors_to_exit():
         settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype,
-                             mode=mode, engine=engine)
+                             mode=mode, engine=engine, frame_bytes=frame_size)
         target = _target(file, output, stdout, lambda name: name + SUFFIX)
-        data = _read_input(file)
         started = time.perf_counter()
-        with progress_bar("packing", quiet) as progress:
-            blob = api.Compressor(settings).compress(data, progress)
-        _write_output(target, blob, force)
+        with _input(file) as source, _output(target, force) as sink, progress_bar("packing", quiet, "bytes") as progress:
+            original, packed = api.Compressor(settings).compress_stream(source, sink, progress, _size_of(source))
         if verbose:
-            _report(file, len(data), len(blob), time.perf_counter() - started)
+            _report(file, original, packed, time.perf_counter() - started)
 
 
 @app.command()
@@ -81,13 +80,12 @@ def unpack(
     """Unpack FILE.az into FILE."""
     with _errors_to_exit():
         target = _target(file, output, stdout, _strip_suffix)
-        blob = _read_input(file)
         started = time.perf_counter()
-        with progress_bar("unpacking", quiet) as progress:
-            data = api.Decompressor(model).decompress(blob, progress)
-        _write_output(target, data, force)
+        with _input(file) as source, _output(target, force) as sink, progress_bar("unpacking", quiet, "bytes") as progress:
+            original = api.Decompressor(model).decompress_stream(source, sink, progress)
+            packed = source.tell() if source.seekable() else 0
         if verbose:
-            _report(file, len(data), len(blob), time.perf_counter() - started)
+            _report(file, original, packed, time.perf_counter() - started)
 
 
 @app.command()
@@ -99,8 +97,8 @@ def test(
     with _errors_to_exit():
         decompressor = api.Decompressor(model)
         for file in files:
-            with progress_bar(f"testing {file}", quiet) as progress:
-                decompressor.decompress(_read_input(file), progress)
+            with _input(file) as source, progress_bar(f"testing {file}", quiet, "bytes") as progress:
+                decompressor.decompress_stream(source, _Discard(), progress)
             if not quiet:
                 typer.echo(f"{file}: OK", err=True)
 
@@ -260,22 +258,42 @@ def _target(file: str, output: Path | None, stdout: bool, derive) -> Path | None
 
 
 def _read_input(file: str) -> bytes:
+    with _input(file) as source:
+        return source.read()
+
+
+@contextmanager
+def _input(file: str):
+    """The input as a binary file object: standard input for "-"; one-line errors otherwise."""
     if file == "-":
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer
+        return
     try:
-        return Path(file).read_bytes()
+        source = open(file, "rb")
     except FileNotFoundError:
         raise AlphazipError(f"{file}: no such file") from None
     except IsADirectoryError:
         raise AlphazipError(f"{file}: is a directory") from None
     except OSError as exc:
         raise AlphazipError(f"{file}: {exc.strerror}") from None
+    with source:
+        yield source
 
 
-def _write_output(target: Path | None, data: bytes, force: bool) -> None:
-    """Write all of ``data`` to a temporary file beside ``target``, then rename it into place."""
+def _size_of(source) -> int | None:
+    """Bytes left in a regular file; None for a pipe."""
+    try:
+        return os.fstat(source.fileno()).st_size - source.tell() if source.seekable() else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _output(target: Path | None, force: bool):
+    """A file object to write to: a temporary file beside ``target``, renamed into place only
+    once everything was written (removed on any failure); standard output for None."""
     if target is None:
-        sys.stdout.buffer.write(data)
+        yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     if target.exists() and not force:
@@ -283,13 +301,20 @@ def _write_output(target: Path | None, data: bytes, force: bool) -> None:
     handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(data)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+class _Discard:
+    """A sink that keeps nothing (``alphazip test`` checks archives without writing them)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 @contextmanager
@@ -302,14 +327,15 @@ def progress_bar(label: str, quiet: bool, unit: str = "tokens"):
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TextColumn(f"{{task.completed}}/{{task.total}} {unit}, {{task.fields[rate]}} {unit}/s"), TimeRemainingColumn()]
+               TextColumn(f"{{task.fields[count]}} {unit}, {{task.fields[rate]}} {unit}/s"), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None, rate="-")
+        task = bar.add_task(label, total=None, rate="-", count="0")
         started = time.perf_counter()
 
-        def update(done: int, total: int) -> None:
+        def update(done: int, total: int | None) -> None:  # total None: not known (a pipe, or unpacking)
             rate = done / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
+            bar.update(task, completed=done, total=total, rate=f"{rate:.0f}",
+                       count=f"{done}/{total}" if total is not None else str(done))
 
         yield update
 

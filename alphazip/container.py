@@ -1,35 +1,51 @@
-"""The .az archive format, read in gzip's order: magic, version, header, payloads, trailer.
+"""The .az archive format: a header, then frames written as they are packed, then a trailer.
 
-Layout (integers little-endian)::
+Layout of format 2 (integers little-endian)::
 
     magic      4 bytes  b"AZip"
     version    u8       FORMAT_VERSION
-    header     u32 length + UTF-8 JSON: every setting the decoder needs (see ``Header``)
-    chunks     u32 count, then per chunk: u32 token count, u32 CRC-32 of the chunk's bytes
-    streams    u8 count, then per stream: u64 length + payload bytes
-    trailer    u64 original size, 32-byte SHA-256 of the original, u32 CRC-32 of all above
+    header     u32 length + UTF-8 JSON: every setting the decoder needs (see ``Header``),
+               then u32 CRC-32 of all above (it is acted on before the trailer is reached)
+    frames     per frame: u8 1, body length, body, u32 CRC-32 of the body
+      body     u8 mode (0 raw, 1 model), bytes it decodes to,
+               chunk count, then per chunk: token count, u32 CRC-32 of the chunk's bytes
+               stream count, then per stream: length + payload bytes
+    trailer    u8 0, original size, 32-byte SHA-256 of the original, u32 CRC-32 of all above
 
-Anything after the trailer is an error, as is any length that runs past the end.
+Counts, lengths and sizes in format 2 are unsigned LEB128 varints (as in protobuf or zstd's
+skippable frames): a small raw archive costs under a hundred bytes of framing, most of it the
+SHA-256 and the CRCs.
+
+Each frame is a piece of the input (about ``FRAME_BYTES``) coded on its own, so packing and
+unpacking hold one frame at a time, whatever the input's size (like xz's blocks). Anything after
+the trailer is an error, as is any length that runs past the end. Format 1 (one frame, no frame
+records) is still read.
 """
 
 import hashlib
+import io
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
 
 from .errors import BadArchiveError, UnsupportedFormatError
 
 MAGIC = b"AZip"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODES = ("model", "raw")  # ranks under a model, or the back-end on the raw bytes
+_FRAME, _END = 1, 0  # record tags after the header
+_READ_PIECE = 1 << 24
 
 
 @dataclass
 class Header:
     """Settings an archive was packed with; decoding is a pure function of these."""
 
-    mode: str  # "model" or "raw"
+    mode: str  # "raw": every frame is raw; "model": frames may use the model named here
     backend: str
     model: str = ""  # name or path the archive was packed with (informative)
     model_fingerprint: str = ""  # weights + config + tokenizer; must match to decode
@@ -37,67 +53,200 @@ class Header:
     engine: str = ""  # the inference path, e.g. "transformers-static-step" or "alphazip-llama-2"
     probe: str = ""  # invariant engines: fingerprint of the logits on a fixed input (the guard)
     top_k: int = 0
-    context: int = 0
+    context: int = 0  # tokens per chunk asked for; 0: the default (shorter chunks for small frames)
     batch: int = 0
     threads: int = 0
     versions: dict = field(default_factory=dict)  # libraries the float results depend on
 
 
 @dataclass
-class Archive:
-    """An archive in memory: header, chunk table, coded streams, and the original's identity."""
+class Frame:
+    """One piece of the input, coded on its own: its chunk table and coded streams."""
 
-    header: Header
+    mode: str  # "model" or "raw"
+    size: int  # bytes it decodes to
     chunk_tokens: list[int]
     chunk_crcs: list[int]
     streams: list[bytes]
+
+
+@dataclass
+class Archive:
+    """An archive in memory: header, frames, and the original's identity."""
+
+    header: Header
+    frames: list[Frame]
     original_size: int
     original_sha256: bytes
+
+    @property
+    def mode(self) -> str:
+        """What the frames hold: "model", "raw", or "mixed" when some frames are raw."""
+        modes = {frame.mode for frame in self.frames} or {self.header.mode}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+
+class ArchiveWriter:
+    """Writes an archive to ``sink`` frame by frame: header now, each frame as it comes, trailer last."""
+
+    def __init__(self, sink: BinaryIO, header: Header):
+        self.sink, self.crc, self.written = sink, 0, 0
+        self._put(MAGIC + struct.pack("<B", FORMAT_VERSION) + _header_bytes(header))
+        self._put(struct.pack("<I", self.crc))
+
+    def add(self, frame: Frame) -> None:
+        body = _frame_bytes(frame)
+        self._put(struct.pack("<B", _FRAME) + _varint(len(body)))
+        self._put(body)
+        self._put(struct.pack("<I", zlib.crc32(body)))
+
+    def finish(self, original_size: int, original_sha256: bytes) -> int:
+        """Write the trailer; the archive's size in bytes."""
+        self._put(struct.pack("<B", _END) + _varint(original_size) + original_sha256)
+        self.sink.write(struct.pack("<I", self.crc))
+        return self.written + 4
+
+    def _put(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.written += len(data)
+        self.sink.write(data)
+
+
+class ArchiveReader:
+    """Reads an archive from ``source``: the header at once, frames one at a time.
+
+    :meth:`frames` checks each frame's CRC-32 as it is read, and the trailer (size, digest,
+    CRC-32 over everything, nothing after it) once the last frame was taken.
+    """
+
+    def __init__(self, source: BinaryIO):
+        self._in = _Reader(source)
+        magic = self._in.source.read(len(MAGIC))
+        if magic != MAGIC:
+            raise BadArchiveError(f"not an alphazip archive (magic {magic[:4]!r})")
+        self._in.crc = zlib.crc32(magic)
+        (self.version,) = self._in.unpack("<B")
+        if self.version not in READABLE_VERSIONS:
+            raise UnsupportedFormatError(f"archive format version {self.version} is not supported "
+                                         f"(this build reads {', '.join(map(str, READABLE_VERSIONS))})")
+        if self.version == 1:  # one frame in a fixed layout: read it whole
+            self._legacy = _read_version_1(self._in.take_rest())
+            self.header = self._legacy.header
+        else:
+            raw = self._in.take(self._in.unpack("<I")[0])
+            expected = self._in.crc
+            if self._in.unpack("<I")[0] != expected:
+                raise BadArchiveError("archive header is corrupt (CRC-32 mismatch)")
+            self.header = _parse_header(raw)
+        self.original_size: int | None = None  # known once every frame was read
+        self.original_sha256: bytes | None = None
+
+    def frames(self) -> Iterator[Frame]:
+        if self.version == 1:
+            yield from self._legacy.frames
+            self.original_size, self.original_sha256 = self._legacy.original_size, self._legacy.original_sha256
+            return
+        while True:
+            (tag,) = self._in.unpack("<B")
+            if tag == _END:
+                break
+            if tag != _FRAME:
+                raise BadArchiveError(f"archive is corrupt (record tag {tag})")
+            body = self._in.take(self._in.varint())
+            if self._in.unpack("<I")[0] != zlib.crc32(body):
+                raise BadArchiveError("archive is corrupt (a frame fails its CRC-32)")
+            yield _parse_frame(body)
+        self.original_size = self._in.varint()
+        self.original_sha256 = self._in.take(32)
+        expected = self._in.crc
+        if self._in.unpack("<I")[0] != expected:
+            raise BadArchiveError("archive is corrupt (CRC-32 mismatch)")
+        junk = len(self._in.take_rest())
+        if junk:
+            raise BadArchiveError(f"{junk} bytes of trailing junk after the archive")
 
 
 def write(archive: Archive) -> bytes:
     """Serialize ``archive`` to the bytes of a .az file."""
-    # Only fields that differ from their defaults: a raw archive's header stays a few bytes.
-    defaults = asdict(Header(mode=archive.header.mode, backend=archive.header.backend))
-    fields = {k: v for k, v in asdict(archive.header).items() if k in ("mode", "backend") or v != defaults[k]}
-    header = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    parts = [MAGIC, struct.pack("<BI", FORMAT_VERSION, len(header)), header,
-             struct.pack("<I", len(archive.chunk_tokens))]
-    parts += [struct.pack("<II", n, crc) for n, crc in zip(archive.chunk_tokens, archive.chunk_crcs)]
-    parts.append(struct.pack("<B", len(archive.streams)))
-    for stream in archive.streams:
-        parts += [struct.pack("<Q", len(stream)), stream]
-    parts += [struct.pack("<Q", archive.original_size), archive.original_sha256]
-    body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
+    out = io.BytesIO()
+    writer = ArchiveWriter(out, archive.header)
+    for frame in archive.frames:
+        writer.add(frame)
+    writer.finish(archive.original_size, archive.original_sha256)
+    return out.getvalue()
 
 
 def read(blob: bytes) -> Archive:
-    """Parse and validate a .az file; :class:`BadArchiveError` says what is wrong."""
-    if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
-        raise BadArchiveError(f"not an alphazip archive (magic {bytes(blob[:4])!r})")
-    reader = _Reader(blob, len(MAGIC))
-    (version,) = reader.unpack("<B")
-    if version != FORMAT_VERSION:
-        raise UnsupportedFormatError(f"archive format version {version} is not supported (this build reads {FORMAT_VERSION})")
-    header = _parse_header(reader.take(reader.unpack("<I")[0]))
-    (count,) = reader.unpack("<I")
-    table = [reader.unpack("<II") for _ in range(count)]
-    (stream_count,) = reader.unpack("<B")
-    streams = [reader.take(reader.unpack("<Q")[0]) for _ in range(stream_count)]
-    (size,) = reader.unpack("<Q")
-    digest = reader.take(32)
-    (crc,) = reader.unpack("<I")
-    if reader.position != len(blob):
-        raise BadArchiveError(f"{len(blob) - reader.position} bytes of trailing junk after the archive")
-    if zlib.crc32(blob[: reader.position - 4]) != crc:
-        raise BadArchiveError("archive is corrupt (CRC-32 mismatch)")
-    return Archive(header, [n for n, _ in table], [c for _, c in table], streams, size, digest)
+    """Parse and validate a whole .az file; :class:`BadArchiveError` says what is wrong."""
+    reader = ArchiveReader(io.BytesIO(blob))
+    frames = list(reader.frames())
+    return Archive(reader.header, frames, reader.original_size, reader.original_sha256)
 
 
 def original_identity(data: bytes) -> tuple[int, bytes]:
     """Size and SHA-256 of original data, as the trailer records them."""
     return len(data), hashlib.sha256(data).digest()
+
+
+def _header_bytes(header: Header) -> bytes:
+    # Only fields that differ from their defaults: a raw archive's header stays a few bytes.
+    defaults = asdict(Header(mode=header.mode, backend=header.backend))
+    fields = {k: v for k, v in asdict(header).items() if k in ("mode", "backend") or v != defaults[k]}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return struct.pack("<I", len(text)) + text
+
+
+def _frame_bytes(frame: Frame) -> bytes:
+    parts = [struct.pack("<B", MODES.index(frame.mode) ^ 1), _varint(frame.size), _varint(len(frame.chunk_tokens))]
+    for tokens, crc in zip(frame.chunk_tokens, frame.chunk_crcs, strict=True):
+        parts += [_varint(tokens), struct.pack("<I", crc)]
+    parts.append(_varint(len(frame.streams)))
+    for stream in frame.streams:
+        parts += [_varint(len(stream)), stream]
+    return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: seven bits per byte, low bits first, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _parse_frame(body: bytes) -> Frame:
+    reader = _Reader(io.BytesIO(body))
+    (mode,) = reader.unpack("<B")
+    if mode > 1:
+        raise BadArchiveError(f"archive is corrupt (frame mode {mode})")
+    size = reader.varint()
+    table = [(reader.varint(), reader.unpack("<I")[0]) for _ in range(reader.varint())]
+    streams = [reader.take(reader.varint()) for _ in range(reader.varint())]
+    if reader.take_rest():
+        raise BadArchiveError("archive is corrupt (bytes after a frame's last stream)")
+    return Frame(MODES[mode ^ 1], size, [n for n, _ in table], [c for _, c in table], streams)
+
+
+def _read_version_1(rest: bytes) -> Archive:
+    """Format 1: header, chunk table, streams, trailer, CRC over all of it including magic and version."""
+    reader = _Reader(io.BytesIO(rest))
+    reader.crc = zlib.crc32(MAGIC + b"\x01")
+    header = _parse_header(reader.take(reader.unpack("<I")[0]))
+    table = [reader.unpack("<II") for _ in range(reader.unpack("<I")[0])]
+    streams = [reader.take(reader.unpack("<Q")[0]) for _ in range(reader.unpack("<B")[0])]
+    (size,) = reader.unpack("<Q")
+    digest = reader.take(32)
+    expected = reader.crc
+    (crc,) = reader.unpack("<I")
+    junk = len(reader.take_rest())
+    if junk:
+        raise BadArchiveError(f"{junk} bytes of trailing junk after the archive")
+    if crc != expected:
+        raise BadArchiveError("archive is corrupt (CRC-32 mismatch)")
+    frame = Frame(header.mode, size, [n for n, _ in table], [c for _, c in table], streams)
+    return Archive(header, [frame], size, digest)
 
 
 def _parse_header(raw: bytes) -> Header:
@@ -112,18 +261,35 @@ def _parse_header(raw: bytes) -> Header:
 
 
 class _Reader:
-    """Bounds-checked cursor over the archive bytes: running past the end means truncation."""
+    """Bounds-checked reads from a stream, with a running CRC-32: a short read means truncation."""
 
-    def __init__(self, blob: bytes, position: int):
-        self.blob, self.position = memoryview(blob), position
+    def __init__(self, source: BinaryIO):
+        self.source, self.crc = source, 0
 
     def take(self, size: int) -> bytes:
-        end = self.position + size
-        if end > len(self.blob):
-            raise BadArchiveError("archive is truncated")
-        piece = bytes(self.blob[self.position:end])
-        self.position = end
-        return piece
+        # In pieces: a corrupt length must not make one read allocate its exabytes up front.
+        pieces, wanted = [], size
+        while wanted:
+            piece = self.source.read(min(wanted, _READ_PIECE))
+            if not piece:
+                raise BadArchiveError("archive is truncated")
+            pieces.append(piece)
+            wanted -= len(piece)
+        data = b"".join(pieces)
+        self.crc = zlib.crc32(data, self.crc)
+        return data
+
+    def take_rest(self) -> bytes:
+        return self.source.read()
 
     def unpack(self, layout: str) -> tuple:
         return struct.unpack(layout, self.take(struct.calcsize(layout)))
+
+    def varint(self) -> int:
+        value = 0
+        for shift in range(0, 64, 7):
+            (byte,) = self.take(1)
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+        raise BadArchiveError("archive is corrupt (a length runs past 64 bits)")

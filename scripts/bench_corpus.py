@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from alphazip import container
-from alphazip.api import DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, looks_binary, symbolize
+from alphazip.api import DEFAULT_CONTEXT, MODELS, Compressor, Decompressor, Settings, engine_for, looks_binary, symbolize
 from alphazip.backends import backend_names, get_backend
 from alphazip.bench import CLASSICS, machine
-from alphazip.schedule import score_chunks, split_chunks
+from alphazip.schedule import score_chunks
 
 
 def peak_rss_mib() -> float:
@@ -33,30 +33,34 @@ def peak_rss_mib() -> float:
 def bench_text(data: bytes, settings: Settings, ks: tuple[int, ...] = ()) -> dict:
     """One scoring pass, every back-end coded from it, one full decode pass."""
     model = MODELS.get(settings.model, settings.dtype)
-    chunks = split_chunks(model.tokenizer.encode(data), settings.context)
-    tokens = sum(map(len, chunks))
+    settings = Settings(**{**settings.__dict__, "mode": "model"})  # the rank streams, even where raw is smaller
+    packer = Compressor(settings)
+    frame_chunks = [packer.chunks_of(piece, model) for piece in packer.frames_of(data)]
+    tokens = sum(len(chunk) for chunks in frame_chunks for chunk in chunks)
     started = time.perf_counter()
-    scores = score_chunks(model, chunks, settings.batch)
+    scores = [score_chunks(model, chunks, settings.batch, engine=engine_for(model, settings.engine))
+              for chunks in frame_chunks]
     pack_seconds = time.perf_counter() - started
-    symbols, escapes = symbolize(chunks, scores.ranks, settings.top_k)
-    result = {"tokens": tokens, "pack_seconds": pack_seconds, "ideal_bits": sum(scores.bits),
-              "escapes": int(len(escapes)), "rank0_share": float(np.mean(symbols == 0)) if tokens else 0.0,
+    expected = [symbolize(chunks, frame.ranks, settings.top_k) for chunks, frame in zip(frame_chunks, scores)]
+    symbols = np.concatenate([s for s, _ in expected] or [np.zeros(0, np.int64)])
+    result = {"tokens": tokens, "pack_seconds": pack_seconds, "ideal_bits": sum(sum(s.bits) for s in scores),
+              "escapes": sum(len(e) for _, e in expected), "rank0_share": float(np.mean(symbols == 0)) if tokens else 0.0,
               "backends": {}}
     brotli_blob = None
     for name in backend_names():
-        compressor = Compressor(Settings(**{**settings.__dict__, "backend": name}))
-        archive = compressor.pack_with_model(data, model, scores=scores)
+        archive = Compressor(Settings(**{**settings.__dict__, "backend": name})).pack(data, scores=scores)
         raw = get_backend(name).encode(np.frombuffer(data, np.uint8), 256)
-        decoded_symbols, decoded_escapes = Decompressor.read_symbols(archive, model)
-        assert np.array_equal(np.concatenate(decoded_symbols), symbols), name
-        assert np.array_equal(np.concatenate(decoded_escapes), escapes), name
+        for frame, (frame_symbols, frame_escapes) in zip(archive.frames, expected, strict=True):
+            decoded_symbols, decoded_escapes = Decompressor.read_symbols(archive.header, frame, model)
+            assert np.array_equal(np.concatenate(decoded_symbols), frame_symbols), name
+            assert np.array_equal(np.concatenate(decoded_escapes), frame_escapes), name
         blob = container.write(archive)
         result["backends"][name] = {"bytes": len(blob), "raw_backend_bytes": len(raw),
                                     "mode": "model" if len(blob) <= len(raw) + 100 else "raw (auto)"}
         if name == "brotli":
             brotli_blob = blob
     if ks:
-        result["top_k"] = top_k_table(data, settings, model, scores, ks)
+        result["top_k"] = top_k_table(data, settings, scores, ks)
     started = time.perf_counter()
     restored = Decompressor().decompress(brotli_blob)
     result["unpack_seconds"] = time.perf_counter() - started
@@ -74,20 +78,20 @@ def bench_binary(data: bytes, settings: Settings) -> dict:
         pack = time.perf_counter() - started
         started = time.perf_counter()
         ok = Decompressor().decompress(blob) == data
-        result["backends"][name] = {"bytes": len(blob), "mode": container.read(blob).header.mode,
+        result["backends"][name] = {"bytes": len(blob), "mode": container.read(blob).mode,
                                     "pack_seconds": pack, "unpack_seconds": time.perf_counter() - started}
         result["round_trip"] &= ok
     return result
 
 
-def top_k_table(data: bytes, settings: Settings, model, scores, ks) -> list[dict]:
+def top_k_table(data: bytes, settings: Settings, scores, ks) -> list[dict]:
     """Archive sizes by k, coded from the same scoring pass (chooses k and serialization)."""
     rows = []
     for k in ks:
         row = {"top_k": k}
         for name in ("brotli", "zstd", "xz", "huffman"):
             compressor = Compressor(Settings(**{**settings.__dict__, "backend": name, "top_k": k}))
-            row[name] = len(container.write(compressor.pack_with_model(data, model, scores=scores)))
+            row[name] = len(container.write(compressor.pack(data, scores=scores)))
         rows.append(row)
     return rows
 

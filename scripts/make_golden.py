@@ -10,24 +10,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from alphazip import Compressor  # noqa: E402
+from alphazip import Compressor, container  # noqa: E402
 from alphazip.backends import backend_names  # noqa: E402
 
-GOLDEN = ROOT / "tests" / "data" / "golden"
+# One folder per format version: older folders stay as they were written, and must keep decoding.
+GOLDEN = ROOT / "tests" / "data" / "golden" / f"v{container.FORMAT_VERSION}"
 TINY = str(ROOT / "tests" / "data" / "tiny-model")
 ORIGINAL = "Golden bytes: text, CRLF\r\n, UTF-8 \u00e9\u00e8, invalid \xff\xfe, NUL \x00.\n".encode("utf-8", "surrogatepass")
+FRAME_BYTES = 4096  # the smallest frame size, so that a few kilobytes make several frames
+
+
+def frame_parts() -> tuple[bytes, bytes, bytes]:
+    """Text, a binary stretch, text again."""
+    text = (ROOT / "data" / "alice-excerpt.txt").read_bytes()[:3000]
+    return text * 2, bytes(range(256)) * 20, text
+
+
+def mixed_archive() -> bytes:
+    """Model frames, a raw frame, a model frame: what auto mode writes for text with a binary
+    stretch inside under a model that beats the back-end (the tiny test model never does)."""
+    text, binary, more_text = frame_parts()
+    packer = Compressor(backend="zstd", model=TINY, context=16, batch=3, mode="model", frame_bytes=FRAME_BYTES)
+    archive = packer.pack(text)
+    archive.frames += [packer.raw_frame(binary), *packer.pack(more_text).frames]
+    archive.original_size, archive.original_sha256 = container.original_identity(text + binary + more_text)
+    return container.write(archive)
 
 
 def main() -> None:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     (GOLDEN / "original.bin").write_bytes(ORIGINAL + b"\xff\xc0 raw tail")
+    (GOLDEN / "frames.bin").write_bytes(b"".join(frame_parts()))
     data = (GOLDEN / "original.bin").read_bytes()
-    for backend in backend_names() if "--tiny" in sys.argv else ():
-        for mode in ("model", "raw"):
-            compressor = Compressor(backend=backend, model="tests/data/tiny-model", context=16, batch=3, mode=mode)
-            (GOLDEN / f"tiny-{backend}-{mode}.az").write_bytes(compressor.compress(data))
+    if "--tiny" in sys.argv:
+        for backend in backend_names():
+            for mode in ("model", "raw"):
+                compressor = Compressor(backend=backend, model=TINY, context=16, batch=3, mode=mode)
+                (GOLDEN / f"tiny-{backend}-{mode}.az").write_bytes(compressor.compress(data))
+        (GOLDEN / "frames-tiny-zstd-mixed.az").write_bytes(mixed_archive())
     excerpt = (ROOT / "data" / "alice-excerpt.txt").read_bytes()[:600]
-    if "--real" in sys.argv:  # the transformers lockstep path (packed on an AVX-512 CPU, bf16)
+    if "--real" in sys.argv:  # the transformers lockstep path (v1's was packed on an AVX-512 CPU, bf16)
         real = Compressor(backend="brotli", context=64, batch=4, mode="model", dtype="bfloat16",
                           engine="transformers-static-step").compress(excerpt)
         (GOLDEN / "smollm2-brotli.az").write_bytes(real)

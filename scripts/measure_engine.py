@@ -17,7 +17,7 @@ import torch
 from alphazip import Compressor, Decompressor, ModelMismatchError, api, container
 from alphazip.bench import machine, peak_memory_mib, reset_peak_memory
 from alphazip.ranks import ranks_of
-from alphazip.schedule import Scores, split_chunks
+from alphazip.schedule import Scores
 
 
 def timed(work):
@@ -55,15 +55,15 @@ def main() -> None:
     data = b"".join(path.read_bytes() for path in args.files)[: args.bytes]
     settings = api.Settings()
     model = api.MODELS.get(settings.model, settings.dtype)
-    ids = model.tokenizer.encode(data)
-    context = api.chunk_length(settings.context, len(ids))
-    chunks = split_chunks(ids, context)
-    tokens = len(ids)
-    print(f"{len(data):,} bytes, {tokens:,} tokens, {len(chunks)} chunks of {context}; "
+    packer = Compressor(settings)
+    frame_chunks = [packer.chunks_of(piece, model) for piece in packer.frames_of(data)]
+    chunks = [chunk for frame in frame_chunks for chunk in frame]
+    context = max(map(len, chunks))
+    tokens = sum(map(len, chunks))
+    print(f"{len(data):,} bytes, {len(frame_chunks)} frames, {tokens:,} tokens, {len(chunks)} chunks of {context} at most; "
           f"default settings: {settings.dtype}, batch {settings.batch}, engine {api.engine_for(model, 'auto')}, "
           f"unpack batch {api.DECODE_BATCH}; {machine()}")
 
-    packer = Compressor(settings)
     blob, pack_seconds, pack_rss = timed(lambda: packer.compress(data))
     restored, unpack_seconds, unpack_rss = timed(lambda: Decompressor().decompress(blob))
     assert restored == data, "round trip failed"
@@ -71,8 +71,9 @@ def main() -> None:
     print(f"alphazip pack:   {pack:6.0f} tok/s  ({pack_seconds:.0f} s, peak RSS {pack_rss:,.0f} MiB)")
     print(f"alphazip unpack: {unpack:6.0f} tok/s  ({unpack_seconds:.0f} s, peak RSS {unpack_rss:,.0f} MiB), bytes identical")
 
-    scores, fp32_seconds = transformers_full_pass(model, chunks)
-    fp32 = tokens / fp32_seconds
+    passes = [transformers_full_pass(model, frame) for frame in frame_chunks]
+    scores = [frame_scores for frame_scores, _ in passes]
+    fp32 = tokens / sum(seconds for _, seconds in passes)
     bf16_model = api.MODELS.get(settings.model, "bfloat16")
     sample = [chunk for chunk in chunks if len(chunk) == context][: args.bf16_chunks] or chunks[:1]
     _, bf16_seconds = transformers_full_pass(bf16_model, sample)
@@ -82,8 +83,8 @@ def main() -> None:
               f"unpack {unpack / reference:.2f} x")
 
     ours = container.read(blob)
-    theirs = container.write(packer.pack_with_model(data, model, scores=scores))
-    print(f"--backend {settings.backend}: {len(blob):,} B ({8 * len(blob) / len(data):.4f} bpb, {ours.header.mode} mode) vs "
+    theirs = container.write(packer.pack(data, scores=scores))
+    print(f"--backend {settings.backend}: {len(blob):,} B ({8 * len(blob) / len(data):.4f} bpb, {ours.mode} mode) vs "
           f"{len(theirs):,} B ({8 * len(theirs) / len(data):.4f} bpb) from transformers' fp32 logits: "
           f"{100 * (len(blob) / len(theirs) - 1):+.2f} %")
     print(f"guard: {refusal_of_altered_probe(blob)}")

@@ -61,7 +61,7 @@ def test_wrong_model_is_named(tiny, blob):
 def _with_stream(blob: bytes, index: int, payload: bytes) -> bytes:
     """Re-write an archive with one stream replaced and a valid outer CRC: only inner checks catch it."""
     archive = container.read(blob)
-    archive.streams[index] = payload
+    archive.frames[0].streams[index] = payload
     return container.write(archive)
 
 
@@ -70,7 +70,7 @@ def test_altered_ranks_fail_the_chunk_checksum(tiny, blob):
 
     archive = container.read(blob)
     backend = get_backend("brotli")
-    symbols = backend.decode(archive.streams[0], archive.header.top_k + 1)
+    symbols = backend.decode(archive.frames[0].streams[0], archive.header.top_k + 1)
     top_k = archive.header.top_k
     symbols[40] = 0 if symbols[40] == top_k else (symbols[40] + 1) % top_k  # never an escape
     broken = _with_stream(blob, 0, backend.encode(symbols, archive.header.top_k + 1))
@@ -83,7 +83,7 @@ def test_symbol_count_must_match_the_chunk_table(tiny, blob):
 
     archive = container.read(blob)
     backend = get_backend("brotli")
-    symbols = backend.decode(archive.streams[0], archive.header.top_k + 1)
+    symbols = backend.decode(archive.frames[0].streams[0], archive.header.top_k + 1)
     broken = _with_stream(blob, 0, backend.encode(symbols[:-1], archive.header.top_k + 1))
     with pytest.raises(BadArchiveError, match="chunk table"):
         Decompressor().decompress(broken)
@@ -98,6 +98,6 @@ def test_header_records_the_schedule(blob, tiny):
 
 def test_corrupt_header_json_is_rejected(blob):
     length = struct.unpack("<I", blob[5:9])[0]
-    body = blob[:9] + b"{" * length + blob[9 + length:-4]
-    with pytest.raises(BadArchiveError, match="header is corrupt"):
-        container.read(body + struct.pack("<I", zlib.crc32(body)))
+    start = blob[:9] + b"{" * length
+    with pytest.raises(BadArchiveError, match="header is corrupt"):  # its own CRC-32 is valid
+        container.read(start + struct.pack("<I", zlib.crc32(start)) + blob[13 + length:])

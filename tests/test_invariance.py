@@ -33,7 +33,7 @@ def test_invariant_engine_is_recorded_with_its_probe(dtype):
 
 @pytest.mark.parametrize("pack_batch", [1, 7])
 def test_payload_does_not_depend_on_the_packing_batch(dtype, pack_batch):
-    assert container.read(pack(pack_batch, dtype)).streams == container.read(pack(64, dtype)).streams
+    assert container.read(pack(pack_batch, dtype)).frames == container.read(pack(64, dtype)).frames
 
 
 @pytest.mark.parametrize("threads", [1, 2, 8])

@@ -28,7 +28,7 @@ def packed(request):
 
 def test_payload_is_the_same_whatever_batch_and_threads_packed_it(packed):
     blob, other = packed
-    assert container.read(blob).streams == container.read(other).streams
+    assert container.read(blob).frames == container.read(other).frames
 
 
 @pytest.mark.parametrize(("unpack_batch", "threads"), [(1, 2), (7, 1), (64, 2), (7, 8)])

@@ -3,6 +3,7 @@
     python scripts/measure_memory.py --sizes 0.0625,0.25                          # default model
     python scripts/measure_memory.py --sizes 1,10,100 --model tests/data/tiny-model
     python scripts/measure_memory.py --sizes 0.0625,0.25,0.5 --frame-size 65536   # several frames
+    python scripts/measure_memory.py --sizes 1,10,100 --model tests/data/tiny-model --mode model
 
 Each run is a fresh process, measured by GNU time (%M); sizes are in MB (10^6 bytes). The input
 cycles through the corpus text files until it is long enough. With ``--unpack`` each archive is
@@ -45,10 +46,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="0.0625,0.25", help="input sizes in MB, comma-separated")
     parser.add_argument("--model", default=None, help="model to pack with (default: the default model)")
     parser.add_argument("--frame-size", type=int, default=None, help="pack with this --frame-size")
+    parser.add_argument("--mode", default="auto", help="pack with this --mode (model: every frame through the model)")
     parser.add_argument("--unpack", action="store_true", help="also unpack each archive and compare")
     args = parser.parse_args()
     model = ["--model", args.model] if args.model else []
     frames = ["--frame-size", str(args.frame_size)] if args.frame_size else []
+    frames += ["--mode", args.mode]
     print("| input MB | pack peak RSS MiB | pack s | archive bytes | unpack peak RSS MiB | unpack s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as folder:

@@ -180,7 +180,7 @@ class Compressor:
         coded = self.model_frame(piece, plan.model, plan.engine, progress, scores)
         if auto:
             raw = self.raw_frame(piece)
-            if _payload_size(raw) <= _payload_size(coded):
+            if len(container.frame_bytes(raw)) <= len(container.frame_bytes(coded)):
                 return raw
         return coded
 
@@ -424,10 +424,6 @@ def library_versions() -> dict:
     """
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "cpu": torch.backends.cpu.get_cpu_capability()}
-
-
-def _payload_size(frame: Frame) -> int:
-    return sum(map(len, frame.streams)) + 8 * len(frame.chunk_tokens)
 
 
 def _backend_of(header: Header):

@@ -95,7 +95,7 @@ class ArchiveWriter:
         self._put(struct.pack("<I", self.crc))
 
     def add(self, frame: Frame) -> None:
-        body = _frame_bytes(frame)
+        body = frame_bytes(frame)
         self._put(struct.pack("<B", _FRAME) + _varint(len(body)))
         self._put(body)
         self._put(struct.pack("<I", zlib.crc32(body)))
@@ -196,7 +196,8 @@ def _header_bytes(header: Header) -> bytes:
     return struct.pack("<I", len(text)) + text
 
 
-def _frame_bytes(frame: Frame) -> bytes:
+def frame_bytes(frame: Frame) -> bytes:
+    """A frame's body as the archive stores it (its length is what the frame costs)."""
     parts = [struct.pack("<B", MODES.index(frame.mode) ^ 1), _varint(frame.size), _varint(len(frame.chunk_tokens))]
     for tokens, crc in zip(frame.chunk_tokens, frame.chunk_crcs, strict=True):
         parts += [_varint(tokens), struct.pack("<I", crc)]

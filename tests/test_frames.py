@@ -87,7 +87,7 @@ def test_raw_frames_never_load_the_model(tiny):
 def test_each_frame_is_checked(tiny):
     blob = Compressor(mode="model", **SMALL).compress(LINES)
     archive = container.read(blob)
-    second = blob.index(container._frame_bytes(archive.frames[1]))
+    second = blob.index(container.frame_bytes(archive.frames[1]))
     damaged = bytearray(blob)
     damaged[second + 20] ^= 0x01
     with pytest.raises(BadArchiveError, match="frame fails its CRC-32"):

@@ -110,39 +110,40 @@ class Compressor:
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         """The archive of ``data``; ``progress`` is called with (bytes done, bytes in all)."""
-        return container.write(self.pack(data, progress))
+        out = io.BytesIO()
+        self.compress_stream(io.BytesIO(data), out, progress, len(data))
+        return out.getvalue()
 
     def compress_stream(self, source: BinaryIO, sink: BinaryIO, progress: Progress | None = None,
-                        size: int | None = None) -> tuple[int, int]:
+                        size: int | None = None, scores: list[Scores] | None = None) -> tuple[int, int]:
         """Pack ``source`` into ``sink`` one frame at a time; (input bytes, archive bytes).
 
         ``size``, if known, is the input's length, reported to ``progress`` as the total.
+        ``scores`` (one per frame, see :meth:`frames_of`) may come from an earlier pass of the
+        same model and chunking.
         """
         pieces = input_frames(source, self.settings.frame_bytes)
         first = next(pieces, b"")
         plan = self._plan(first)
-        digest, done, writer = hashlib.sha256(), 0, None
+        digest, done, writer, count = hashlib.sha256(), 0, None, 0
         for piece, last in _marking_last(itertools.chain([first] if first else [], pieces)):
-            frame = self._frame(piece, plan, _offset(progress, done, len(piece), size))
+            frame_scores = scores[count] if scores is not None else None
+            frame = self._frame(piece, plan, _offset(progress, done, len(piece), size), frame_scores)
             if writer is None:  # the header waits for the first frame (see _header)
                 writer = container.ArchiveWriter(sink, self._header(plan, frame, alone=last))
             writer.add(frame)
             digest.update(piece)
-            done += len(piece)
+            done, count = done + len(piece), count + 1
+        if scores is not None and len(scores) != count:
+            raise ValueError(f"{len(scores)} scores given for {count} frames")
         writer = writer or container.ArchiveWriter(sink, plan.header)
         return done, writer.finish(done, digest.digest())
 
-    def pack(self, data: bytes, progress: Progress | None = None, scores: list[Scores | None] | None = None) -> Archive:
-        """The archive ``compress`` writes, in memory; ``scores`` (one per frame, from
-        :meth:`frames_of`) may come from an earlier pass of the same model and chunking."""
-        pieces = self.frames_of(data)
-        plan = self._plan(pieces[0] if pieces else b"")
-        frames, done = [], 0
-        for piece, frame_scores in zip(pieces, scores or [None] * len(pieces), strict=True):
-            frames.append(self._frame(piece, plan, _offset(progress, done, len(piece), len(data)), frame_scores))
-            done += len(piece)
-        header = self._header(plan, frames[0], alone=len(frames) == 1) if frames else plan.header
-        return Archive(header, frames, *container.original_identity(data))
+    def pack(self, data: bytes, progress: Progress | None = None, scores: list[Scores] | None = None) -> Archive:
+        """The archive ``compress`` writes, parsed (``scores`` as in :meth:`compress_stream`)."""
+        out = io.BytesIO()
+        self.compress_stream(io.BytesIO(data), out, progress, len(data), scores)
+        return container.read(out.getvalue())
 
     def frames_of(self, data: bytes) -> list[bytes]:
         """The pieces of ``data`` that become frames, in order."""
@@ -349,7 +350,7 @@ def input_frames(source: BinaryIO, frame_bytes: int) -> Iterator[bytes]:
     """
     rest = b""
     while True:
-        piece = rest + source.read(frame_bytes - len(rest))
+        piece = rest + _read_up_to(source, frame_bytes - len(rest))
         if len(piece) < frame_bytes:  # the source ran out
             if piece:
                 yield piece
@@ -357,6 +358,15 @@ def input_frames(source: BinaryIO, frame_bytes: int) -> Iterator[bytes]:
         cut = piece.rfind(b"\n", frame_bytes - frame_bytes // 4) + 1 or frame_bytes
         yield piece[:cut]
         rest = piece[cut:]
+
+
+def _read_up_to(source: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, fewer only at the end: a raw stream or socket may return short reads."""
+    pieces, wanted = [], size
+    while wanted and (piece := source.read(wanted)):
+        pieces.append(piece)
+        wanted -= len(piece)
+    return b"".join(pieces)
 
 
 def _offset(progress: Progress | None, done: int, size: int, total: int | None) -> Progress | None:

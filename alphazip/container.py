@@ -161,7 +161,7 @@ class ArchiveReader:
         expected = self._in.crc
         if self._in.unpack("<I")[0] != expected:
             raise BadArchiveError("archive is corrupt (CRC-32 mismatch)")
-        junk = len(self._in.take_rest())
+        junk = self._in.count_rest()
         if junk:
             raise BadArchiveError(f"{junk} bytes of trailing junk after the archive")
 
@@ -282,6 +282,13 @@ class _Reader:
 
     def take_rest(self) -> bytes:
         return self.source.read()
+
+    def count_rest(self) -> int:
+        """Bytes left, counted in pieces (trailing junk on a pipe need not fit in memory)."""
+        count = 0
+        while piece := self.source.read(_READ_PIECE):
+            count += len(piece)
+        return count
 
     def unpack(self, layout: str) -> tuple:
         return struct.unpack(layout, self.take(struct.calcsize(layout)))

@@ -135,3 +135,23 @@ def test_cli_frame_size_through_pipes(tiny, tmp_path):
     assert unpacked.exit_code == 0 and unpacked.stdout_bytes == LINES
     refused = runner.invoke(app, ["pack", "-", "-c", "--frame-size", "100"], input=LINES)
     assert refused.exit_code != 0 and "frame size" in refused.output
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that returns at most 1,000 bytes a read, as a pipe or socket may."""
+
+    def __init__(self, data: bytes):
+        self.data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self.data.read(min(size, 1000) if size >= 0 else 1000)
+
+
+def test_short_reads_lose_nothing(tiny):
+    sink = io.BytesIO()
+    read, _ = Compressor(mode="raw", frame_bytes=MIN_FRAME_BYTES).compress_stream(_Trickle(LINES), sink)
+    assert read == len(LINES) and Decompressor().decompress(sink.getvalue()) == LINES
+    assert b"".join(input_frames(_Trickle(LINES), MIN_FRAME_BYTES)) == LINES

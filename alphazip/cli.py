@@ -358,6 +358,11 @@ def _errors_to_exit():
     except KeyboardInterrupt:
         typer.echo("alphazip: interrupted", err=True)
         raise typer.Exit(130) from None
+    except MemoryError:
+        # A frame needs memory in proportion to its size: a large --frame-size, or a corrupt
+        # archive whose lengths were forged with valid checksums. The output is never left behind.
+        typer.echo("alphazip: out of memory (try a smaller --frame-size when packing)", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

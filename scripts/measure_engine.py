@@ -2,6 +2,7 @@
 forward pass on the same chunks, and the archive against one made from transformers' fp32 logits.
 
     python scripts/measure_engine.py ../shared/corpus/alice29.txt ../shared/corpus/asyoulik.txt --bytes 200000
+    python scripts/measure_engine.py ../shared/corpus/alice29.txt --bytes 20000 --model gemma3-270m
 
 The input is the files joined, cut to ``--bytes``. Transformers' bf16 full forward is timed on
 the first ``--bf16-chunks`` full chunks only: without native bf16 products (AVX2) it is slow.
@@ -51,9 +52,10 @@ def main() -> None:
     parser.add_argument("files", type=Path, nargs="+")
     parser.add_argument("--bytes", type=int, default=200_000, help="bench the first BYTES of the joined files")
     parser.add_argument("--bf16-chunks", type=int, default=4, help="full chunks timed on transformers bf16")
+    parser.add_argument("--model", default=api.Settings.model, help="model to measure (default: the default model)")
     args = parser.parse_args()
     data = b"".join(path.read_bytes() for path in args.files)[: args.bytes]
-    settings = api.Settings()
+    settings = api.Settings(model=args.model)
     model = api.MODELS.get(settings.model, settings.dtype)
     packer = Compressor(settings)
     frame_chunks = [packer.chunks_of(piece, model) for piece in packer.frames_of(data)]

@@ -2,6 +2,10 @@
 
     python scripts/probe_invariance.py --model tests/data/tiny-model --length 64 --chunks 8
     python scripts/probe_invariance.py --length 128 --chunks 8        # default model
+    python scripts/probe_invariance.py --model gemma3-270m --dtype float32 --length 544 --chunks 4
+
+The engine is the model's own invariant one (Llama or Gemma 3); lengths beyond 512 cross
+Gemma 3's sliding window.
 """
 
 import argparse
@@ -10,7 +14,7 @@ import numpy as np
 import torch
 
 from alphazip.api import MODELS
-from alphazip.model.engine import LlamaEngine
+from alphazip.model.lm import INVARIANT_ENGINES
 
 
 def full_pass(engine, tokens):
@@ -36,7 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     model = MODELS.get(args.model, "float32")
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
-    engine = LlamaEngine(model.hf, dtype)
+    name = model.engines[0]
+    if name not in INVARIANT_ENGINES:
+        raise SystemExit(f"{args.model} has no invariant engine (it runs on {name})")
+    engine = INVARIANT_ENGINES[name](model.hf, dtype)
+    print(f"{args.model} on {name}, {args.dtype}, {args.chunks} chunks of {args.length} tokens")
     text = open("../shared/corpus/alice29.txt", "rb").read()
     ids = model.tokenizer.model_inputs(model.tokenizer.encode(text))[: args.length * args.chunks]
     tokens = torch.from_numpy(np.asarray(ids, dtype=np.int64)).view(args.chunks, args.length)

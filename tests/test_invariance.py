@@ -3,12 +3,16 @@
 import pytest
 import torch
 from conftest import TINY
+from tiny import tiny_gemma3, tiny_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
 from alphazip import Compressor, Decompressor, api, container
 from alphazip.cli import app
 from alphazip.errors import ModelMismatchError
+from alphazip.model import LanguageModel
 from alphazip.model.engine import ENGINE_NAME
+from alphazip.model.gemma import GEMMA3_ENGINE_NAME
 from alphazip.model.lm import TRANSFORMERS_ENGINE
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, " * 8).encode()
@@ -78,3 +82,21 @@ def test_cli_guard_writes_nothing(tmp_path):
 def test_unknown_engine_is_a_clear_error():
     with pytest.raises(Exception, match="does not run"):
         pack(3, "float32", engine="warp-drive")
+
+
+
+@pytest.mark.parametrize("variant", [{}, {"attention_bias": True}, {"mlp_bias": True},
+                                     {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}])
+def test_llama_variants_the_engine_does_not_compute_pack_on_transformers(variant):
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer()), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, **variant)
+    engines = LanguageModel.from_hf(LlamaForCausalLM(config), tiny_tokenizer(), "variant").engines
+    if variant:  # still listed second: it decodes whatever it packed before the check
+        assert engines == (TRANSFORMERS_ENGINE, ENGINE_NAME)
+    else:
+        assert engines == (ENGINE_NAME, TRANSFORMERS_ENGINE)
+
+
+def test_gemma3_runs_on_its_own_engine():
+    model, tokenizer = tiny_gemma3()
+    assert LanguageModel.from_hf(model, tokenizer, "gemma").engines == (GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE)

@@ -22,6 +22,17 @@ ROW_MULTIPLE = 8
 KEY_BLOCK = 64  # attention reads keys up to the end of the query's block of 64 positions
 PROBE_LENGTH = 24  # tokens per row of the guard's fixed probe input
 ENGINE_NAME = "alphazip-llama-2"  # recorded in headers; bump when the arithmetic changes
+# Logits one packing call may return: the default model's 16 chunks x 64 tokens (201 MB in fp32).
+LOGIT_BUDGET = 16 * KEY_BLOCK * 49_152
+
+
+def supports(config) -> bool:
+    """Whether :class:`LlamaEngine` computes ``config``'s model as transformers does: a Llama with
+    plain RoPE (Llama 3's scaled RoPE is not done here), no biases and a SiLU gate."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    return (config.model_type == "llama" and getattr(config, "hidden_act", "silu") == "silu"
+            and not getattr(config, "attention_bias", False) and not getattr(config, "mlp_bias", False)
+            and rope.get("rope_type", "default") == "default")
 
 
 def matmul(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
@@ -71,8 +82,13 @@ class LlamaEngine:
         self.final_norm = inner.norm.weight.detach().float()
         self.head_t = hf_model.lm_head.weight.detach().to(dtype).contiguous().t()
         self.layers = [self._layer(layer) for layer in inner.layers]
-        theta = config.rope_parameters["rope_theta"] if getattr(config, "rope_parameters", None) else config.rope_theta
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
+        rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
+        # Gemma keeps one RoPE base per layer type instead (see gemma.py).
+        self.inv_freq = self._inverse_frequencies(rope["rope_theta"]) if "rope_theta" in rope else None
+        self.score_divisor = math.sqrt(self.head_dim)  # scores are divided by it before the softmax
+
+    def _inverse_frequencies(self, theta: float) -> torch.Tensor:
+        return 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
 
     def _layer(self, layer) -> dict:
         attention, mlp = layer.self_attn, layer.mlp
@@ -93,40 +109,51 @@ class LlamaEngine:
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
         """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1."""
-        batch, count = tokens.shape
+        count = tokens.shape[1]
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
-        cos, sin = self._rope(start, count)
+        rope = self._rope(start, count)
         blocks = _key_blocks(start, count)
         for index, w in enumerate(self.layers):
             h = rms_norm(x, w["norm1"], self.eps).to(self.dtype)
-            q = self._heads(linear(h, w["q"]), self.heads)
-            k = self._heads(linear(h, w["k"]), self.kv_heads)
-            v = self._heads(linear(h, w["v"]), self.kv_heads)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            cache.keys[index][:, :, start:start + count] = k.to(self.dtype)
-            cache.values[index][:, :, start:start + count] = v.to(self.dtype)
-            q = q.to(self.dtype)
-            attended = torch.cat([self._attend(q[:, :, first - start:stop - start], cache.keys[index][:, :, :span],
-                                               cache.values[index][:, :, :span], mask)
-                                  for first, stop, span, mask in blocks], dim=2)  # [B, heads, T, D]
-            attended = attended.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
-            x = x + linear(attended, w["o"]).float()
+            x = x + linear(self._self_attention(h, w, cache, index, start, rope, blocks), w["o"]).float()
             h = rms_norm(x, w["norm2"], self.eps).to(self.dtype)
             hidden = F.silu(linear(h, w["gate"]).float()) * linear(h, w["up"]).float()
             x = x + linear(hidden.to(self.dtype), w["down"]).float()
         x = rms_norm(x, self.final_norm, self.eps).to(self.dtype)
         return linear(x, self.head_t).float()
 
+    def _norm_heads(self, q: torch.Tensor, k: torch.Tensor, w: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k  # Llama has no per-head norms (Gemma does)
+
     def _heads(self, projected: torch.Tensor, heads: int) -> torch.Tensor:
         batch, count, _ = projected.shape
         return projected.float().view(batch, count, heads, self.head_dim).transpose(1, 2)  # [B, heads, T, D]
+
+    def _self_attention(self, h, w: dict, cache: KVCache, index: int, start: int, rope, blocks) -> torch.Tensor:
+        """Layer ``index``'s attention for the normed input ``h`` [B, T, hidden] at ``start``, its keys and
+        values written to the cache; [B, T, heads * D], before the output projection."""
+        batch, count, _ = h.shape
+        q = self._heads(linear(h, w["q"]), self.heads)
+        k = self._heads(linear(h, w["k"]), self.kv_heads)
+        v = self._heads(linear(h, w["v"]), self.kv_heads)
+        q, k = self._norm_heads(q, k, w)
+        cos, sin = rope
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        cache.keys[index][:, :, start:start + count] = k.to(self.dtype)
+        cache.values[index][:, :, start:start + count] = v.to(self.dtype)
+        q = q.to(self.dtype)
+        attended = torch.cat([self._attend(q[:, :, first - start:stop - start], cache.keys[index][:, :, low:span],
+                                           cache.values[index][:, :, low:span], mask)
+                              for first, stop, low, span, mask in blocks], dim=2)  # [B, heads, T, D]
+        return attended.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
 
     def _attend(self, q, keys, values, tail_mask) -> torch.Tensor:
         """Grouped-query attention of ``q`` [B, heads, T, D] over ``keys``/``values`` [B, kv_heads, S, D].
 
         The query heads that share a key head are stacked as rows of one product against that
         head's keys (stepping pads ``group`` rows to 8, not each head's single row); the cache
-        is never copied.
+        is never copied. ``tail_mask`` [T, M] is added to the last M keys' scores: M is
+        ``KEY_BLOCK`` for causal attention, the whole span for a sliding window.
         """
         batch, _, count, _ = q.shape
         group = self.heads // self.kv_heads
@@ -134,36 +161,45 @@ class LlamaEngine:
         scores = matmul(rows, keys.transpose(-1, -2)).float()
         # In place, and the mask only over the last key block (the keys before it are all visible):
         # the same bits as dividing and masking whole copies, at a third of the memory traffic.
-        scores.div_(math.sqrt(self.head_dim))
-        scores[..., -KEY_BLOCK:] += tail_mask.repeat(group, 1)
+        scores.div_(self.score_divisor)
+        scores[..., -tail_mask.shape[-1]:] += tail_mask.repeat(group, 1)
         weights = torch.softmax(scores, dim=-1).to(self.dtype)
         return matmul(weights, values).reshape(batch, self.heads, count, self.head_dim)
 
-    def _rope(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = torch.arange(start, start + count, dtype=torch.float64)[:, None] * self.inv_freq[None, :]
+    def _rope(self, start: int, count: int, inv_freq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self.inv_freq if inv_freq is None else inv_freq
+        angles = torch.arange(start, start + count, dtype=torch.float64)[:, None] * inv_freq[None, :]
         angles = torch.cat([angles, angles], dim=-1)
         return angles.cos().float(), angles.sin().float()
 
 
-def _key_blocks(start: int, count: int) -> list[tuple[int, int, int, torch.Tensor]]:
-    """(first, stop, span, tail mask) for the rows at positions first..stop-1 of each key block.
+def _key_blocks(start: int, count: int, window: int | None = None) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """(first, stop, low, span, tail mask) for the rows at positions first..stop-1 of each key block.
 
-    The tail mask [rows, KEY_BLOCK] covers the last ``KEY_BLOCK`` keys of the span, the only
-    ones a row may not see (0 where visible, -inf after the row's position).
+    Those rows attend over keys low..span-1. The tail mask [rows, KEY_BLOCK] covers the last
+    ``KEY_BLOCK`` keys of the span, the only ones a row may not see (0 where visible, -inf after
+    the row's position).
 
     A row at position p attends over exactly the keys 0 .. end of p's block (masked beyond p):
     the reduction length is a function of the position alone, whichever call computes the row,
     so the full pass and stepping sum the same terms in the same order (a sum's bits change with
     its length even when the extra terms are zero, measured: docs/engine.md).
+
+    With a sliding ``window`` a row also may not see keys ``window`` or more positions back: the
+    span then starts at the first key block any row of the block can see (a function of the
+    block alone, so still of the position alone), and the mask covers all of it.
     """
     blocks = []
     for first in range(start, start + count):
         if first == start or first % KEY_BLOCK == 0:
-            stop = min(start + count, (first // KEY_BLOCK + 1) * KEY_BLOCK)
-            span = (first // KEY_BLOCK + 1) * KEY_BLOCK
+            block = first // KEY_BLOCK
+            stop = min(start + count, (block + 1) * KEY_BLOCK)
+            span = (block + 1) * KEY_BLOCK
+            low = max(0, (block * KEY_BLOCK - window + 1) // KEY_BLOCK * KEY_BLOCK) if window else 0
             positions = torch.arange(first, stop)[:, None]
-            tail = torch.arange(span - KEY_BLOCK, span)[None, :]
-            blocks.append((first, stop, span, torch.where(tail <= positions, 0.0, -math.inf)))
+            keys = torch.arange(low if window else span - KEY_BLOCK, span)[None, :]
+            visible = (keys <= positions) & (keys > positions - window) if window else keys <= positions
+            blocks.append((first, stop, low, span, torch.where(visible, 0.0, -math.inf)))
     return blocks
 
 
@@ -180,15 +216,16 @@ class EngineStepper:
     unpacking steps token by token, each with any batch: the logits are the same bits.
     """
 
-    # Tokens per :meth:`advance` when packing: one whole key block, so that each call's rows
-    # share one attention span (64 ran 1.19 x faster than 32, fp32, measured here).
-    segment = KEY_BLOCK
-
     def __init__(self, engine: LlamaEngine, model_inputs, batch: int, length: int):
         self.engine = engine
         self.model_inputs = model_inputs
         self.cache = engine.new_cache(batch, max(length, 1))
         self.position = 0
+        # Tokens per :meth:`advance` when packing: one whole key block, so that each call's rows
+        # share one attention span (64 ran 1.19 x faster than 32, fp32, measured here); a power
+        # of two fewer where a large vocabulary (Gemma 3's 262,144) would outgrow LOGIT_BUDGET.
+        rows = max(1, LOGIT_BUDGET // (max(batch, 1) * engine.head_t.shape[1]))
+        self.segment = min(KEY_BLOCK, 1 << (rows.bit_length() - 1))
 
     def step(self, token_ids) -> torch.Tensor:
         """Feed one token per sequence ([B]); next-token logits [B, V] as float32."""

@@ -14,11 +14,15 @@ import torch
 
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
+from . import gemma
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
+from .engine import supports as llama_supports
 from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through transformers, static KV cache
+# Our batch-invariant engines by the name archives record.
+INVARIANT_ENGINES = {ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
 
 
 def native_bf16() -> bool:
@@ -43,8 +47,8 @@ class LanguageModel:
         identity = {"weights": weights_digest, "tokenizer": tokenizer.fingerprint,
                     "config": _config_identity(hf_model.config)}
         self.fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        self._llama_engine: LlamaEngine | None = None  # built on first use
-        self._probe: str | None = None
+        self._invariant_engines: dict[str, LlamaEngine] = {}  # built on first use
+        self._probes: dict[str, str] = {}
 
     @classmethod
     def from_hf(cls, hf_model, hf_tokenizer, name: str, dtype: str = "float32") -> "LanguageModel":
@@ -77,35 +81,43 @@ class LanguageModel:
     def engines(self) -> tuple[str, ...]:
         """Inference paths this model runs on, preferred first.
 
-        Llama models run on our invariant engine (packs in full passes, unpacks under any batch)
-        and, for archives that name it, on the transformers lockstep path; others on the latter.
+        Llama and Gemma 3 models run on our invariant engines (pack in full passes, unpack under
+        any batch) and, for archives that name it, on the transformers lockstep path; others on
+        the latter.
         """
-        ours = (ENGINE_NAME,) if self.hf.config.model_type == "llama" else ()
-        return (*ours, TRANSFORMERS_ENGINE)
+        config = self.hf.config
+        if llama_supports(config):
+            return ENGINE_NAME, TRANSFORMERS_ENGINE
+        if gemma.supports(config):
+            return gemma.GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE
+        if config.model_type == "llama":
+            # A Llama variant our engine does not compute exactly (biases, scaled RoPE) packs on
+            # transformers; ours still decodes what it packed before this check existed.
+            return TRANSFORMERS_ENGINE, ENGINE_NAME
+        return (TRANSFORMERS_ENGINE,)
 
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""
-        return engine == ENGINE_NAME
+        return engine in INVARIANT_ENGINES
 
     def stepper(self, batch_size: int, length: int, engine: str = TRANSFORMERS_ENGINE):
         """A fresh state for ``batch_size`` sequences of at most ``length`` tokens on ``engine``."""
-        if engine == ENGINE_NAME:
-            return EngineStepper(self._engine, self.tokenizer.model_inputs, batch_size, length)
+        if self.invariant(engine):
+            return EngineStepper(self._engine(engine), self.tokenizer.model_inputs, batch_size, length)
         return Stepper(self, batch_size, length)
 
     def probe(self, engine: str) -> str:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""
-        if engine != ENGINE_NAME:
+        if not self.invariant(engine):
             return ""
-        if self._probe is None:
-            self._probe = probe_fingerprint(self._engine, self.tokenizer.vocab_size)
-        return self._probe
+        if engine not in self._probes:
+            self._probes[engine] = probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size)
+        return self._probes[engine]
 
-    @property
-    def _engine(self) -> LlamaEngine:
-        if self._llama_engine is None:
-            self._llama_engine = LlamaEngine(self.hf, DTYPES[self.dtype])
-        return self._llama_engine
+    def _engine(self, name: str) -> LlamaEngine:
+        if name not in self._invariant_engines:
+            self._invariant_engines[name] = INVARIANT_ENGINES[name](self.hf, DTYPES[self.dtype])
+        return self._invariant_engines[name]
 
 
 class Stepper:

@@ -2,13 +2,14 @@
 forward pass on the same chunks, and the archive against one made from transformers' fp32 logits.
 
     python scripts/measure_engine.py ../shared/corpus/alice29.txt ../shared/corpus/asyoulik.txt --bytes 200000
-    python scripts/measure_engine.py ../shared/corpus/alice29.txt --bytes 20000 --model gemma3-270m
+    python scripts/measure_engine.py ../shared/corpus/alice29.txt --bytes 20000 --model gemma3-270m --lockstep
 
 The input is the files joined, cut to ``--bytes``. Transformers' bf16 full forward is timed on
 the first ``--bf16-chunks`` full chunks only: without native bf16 products (AVX2) it is slow.
 """
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from alphazip import Compressor, Decompressor, ModelMismatchError, api, container
 from alphazip.bench import machine, peak_memory_mib, reset_peak_memory
+from alphazip.model.lm import TRANSFORMERS_ENGINE
 from alphazip.ranks import ranks_of
 from alphazip.schedule import Scores
 
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=200_000, help="bench the first BYTES of the joined files")
     parser.add_argument("--bf16-chunks", type=int, default=4, help="full chunks timed on transformers bf16")
     parser.add_argument("--model", default=api.Settings.model, help="model to measure (default: the default model)")
+    parser.add_argument("--lockstep", action="store_true", help="also pack and unpack on the transformers lockstep path")
     args = parser.parse_args()
     data = b"".join(path.read_bytes() for path in args.files)[: args.bytes]
     settings = api.Settings(model=args.model)
@@ -90,6 +93,14 @@ def main() -> None:
           f"{len(theirs):,} B ({8 * len(theirs) / len(data):.4f} bpb) from transformers' fp32 logits: "
           f"{100 * (len(blob) / len(theirs) - 1):+.2f} %")
     print(f"guard: {refusal_of_altered_probe(blob)}")
+    if args.lockstep:
+        stepper = Compressor(dataclasses.replace(settings, engine=TRANSFORMERS_ENGINE))
+        slow_blob, slow_pack_seconds, _ = timed(lambda: stepper.compress(data))
+        slow_restored, slow_unpack_seconds, _ = timed(lambda: Decompressor().decompress(slow_blob))
+        assert slow_restored == data, "round trip failed on the lockstep path"
+        print(f"transformers lockstep ({TRANSFORMERS_ENGINE}): pack {tokens / slow_pack_seconds:6.0f} tok/s, "
+              f"unpack {tokens / slow_unpack_seconds:6.0f} tok/s, {len(slow_blob):,} B -> engine pack "
+              f"{slow_pack_seconds / pack_seconds:.2f} x, unpack {slow_unpack_seconds / unpack_seconds:.2f} x as fast")
 
 
 def refusal_of_altered_probe(blob: bytes) -> str:

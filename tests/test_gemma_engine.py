@@ -39,6 +39,15 @@ def test_float32_matches_transformers(gemma, tokens):
     torch.testing.assert_close(full_pass(Gemma3Engine(gemma, torch.float32), tokens), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_final_logit_softcapping_matches_transformers(tokens):
+    """Gemma 3 has none, Gemma-style configs may: the engine caps as transformers does."""
+    capped = tiny_gemma3(final_logit_softcapping=0.05)[0]
+    with torch.inference_mode():
+        expected = capped(input_ids=tokens).logits.float()
+    assert float(expected.abs().max()) <= 0.0501  # the cap really bites on this model
+    torch.testing.assert_close(full_pass(Gemma3Engine(capped, torch.float32), tokens), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_window_matters(gemma, tokens):
     """Guards the test above: without the window the logits past position 20 differ."""
     engine = Gemma3Engine(gemma, torch.float32)

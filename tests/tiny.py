@@ -46,8 +46,9 @@ def tiny_model(name: str = "tiny", seed: int = 0, dtype: str = "float32"):
     return LanguageModel.from_hf(model, tokenizer, name, dtype)
 
 
-def tiny_gemma3(seed: int = 0):
-    """A 3-layer Gemma 3 (two sliding-window layers of 20 keys, one global) over the tiny tokenizer.
+def tiny_gemma3(seed: int = 0, **overrides):
+    """A 3-layer Gemma 3 (two sliding-window layers of 20 keys, one global) over the tiny tokenizer;
+    ``overrides`` go to its config.
 
     Its norm weights are random rather than Gemma's zeros, so that a ``w`` used where ``1 + w``
     belongs shows in the logits; its attention scale differs from 1/sqrt(head_dim) for the same reason.
@@ -59,7 +60,8 @@ def tiny_gemma3(seed: int = 0):
                               num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=12,
                               sliding_window=20, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
                               max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                              **overrides)
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(config)
     with torch.no_grad():

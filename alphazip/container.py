@@ -241,7 +241,7 @@ def _read_version_1(rest: bytes) -> Archive:
     digest = reader.take(32)
     expected = reader.crc
     (crc,) = reader.unpack("<I")
-    junk = len(reader.take_rest())
+    junk = reader.count_rest()
     if junk:
         raise BadArchiveError(f"{junk} bytes of trailing junk after the archive")
     if crc != expected:

@@ -108,6 +108,8 @@ def main() -> None:
                     sys.exit(f"{size} MB: unpacked bytes differ")
                 unpack = f"| {unpack_rss:,.0f} | {unpack_s:,.0f}"
             print(f"| {size:g} | {pack_rss:,.0f} | {pack_s:,.0f} | {archive.stat().st_size:,} {unpack} |", flush=True)
+    if trace:
+        trace.close()
 
 
 if __name__ == "__main__":

@@ -227,9 +227,14 @@ class _Plan:
 class Decompressor:
     """Unpacks .az archives; loads (and keeps) whatever model each archive names."""
 
-    def __init__(self, model: str | None = None, models: ModelCache = MODELS):
+    def __init__(self, model: str | None = None, models: ModelCache = MODELS, batch: int | None = None):
         self.model_override = model  # a path or name to use instead of the one recorded
         self.models = models
+        # Chunks stepped together on invariant engines (None: DECODE_BATCH); fewer use less memory.
+        # Lockstep archives always step in the batch they were packed with.
+        if batch is not None and batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.batch = batch
 
     def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
         """The original bytes of archive ``blob``, verified against every recorded checksum.
@@ -307,8 +312,8 @@ class Decompressor:
         symbols, escapes = self.read_symbols(header, frame, model)
         threads = 0 if model.invariant(header.engine) else header.threads  # 0: leave as is
         with torch_threads(threads):
-            chunks = decode_chunks(model, symbols, escapes, header.top_k, decoding_batch(model, header.engine, header.batch),
-                                   progress, header.engine)
+            batch = decoding_batch(model, header.engine, header.batch, self.batch)
+            chunks = decode_chunks(model, symbols, escapes, header.top_k, batch, progress, header.engine)
         pieces = []
         for index, (chunk, crc) in enumerate(zip(chunks, frame.chunk_crcs)):
             try:
@@ -467,14 +472,20 @@ def _check_model(header: Header, model: LanguageModel) -> None:
             f"{model.probe(header.engine)[:12]}, archive {header.probe[:12]}){_setup_difference(header)}")
 
 
-def decoding_batch(model: LanguageModel, engine: str, packed_batch: int) -> int:
-    """Chunks stepped together when decoding: any batch on an invariant engine, else the packing one."""
-    return DECODE_BATCH if model.invariant(engine) else packed_batch
+def decoding_batch(model: LanguageModel, engine: str, packed_batch: int, wanted: int | None = None) -> int:
+    """Chunks stepped together when decoding: any batch on an invariant engine (``wanted``, else
+    ``DECODE_BATCH``), else the packing one."""
+    if not model.invariant(engine):
+        return packed_batch
+    return wanted or DECODE_BATCH
 
 
 def engine_for(model: LanguageModel, choice: str) -> str:
     """The inference path ``choice`` names for ``model`` ("auto": the model's preferred one)."""
     if choice == "auto":
+        if not model.exact(model.engines[0]):
+            raise AlphazipError(f"the exact engine does not cover {model.name!r}, so its archives would decode only on "
+                                f"this kind of machine; pass --engine {model.engines[0]} to pack it anyway")
         return model.engines[0]
     if choice not in model.engines:
         raise AlphazipError(f"engine {choice!r} does not run {model.name!r}; it runs on {', '.join(model.engines)}")

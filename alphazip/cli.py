@@ -36,10 +36,21 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print sizes and speed.")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name or local folder.")]
+Threads = Annotated[int, typer.Option("--threads", "-T", help="CPU threads for the model (0: torch's default). "
+                                      "Archives of the exact engine come out the same under any count.")]
+UnpackBatch = Annotated[int | None, typer.Option("--batch", help="Chunks unpacked side by side (default 64; fewer "
+                                                 "use less memory). Archives of the transformers path ignore it.")]
 
 
 class UsageError(AlphazipError):
     """A command line that asks for something impossible; exit status 2."""
+
+
+def _decompressor(model: str | None, batch: int | None) -> api.Decompressor:
+    try:
+        return api.Decompressor(model, batch=batch)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @app.command()
@@ -58,9 +69,10 @@ def pack(
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
     engine: Annotated[str, typer.Option(help="Inference path: auto (the model's fastest), alphazip-llama-2, alphazip-gemma3-1 or transformers-static-step.")] = "auto",
     frame_size: Annotated[int, typer.Option(help="Input bytes coded as one frame; memory is bounded by it.")] = api.FRAME_BYTES,
+    threads: Threads = 0,
 ):
     """Pack FILE into FILE.az."""
-    with _errors_to_exit():
+    with _errors_to_exit(), api.torch_threads(threads):
         settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype,
                              mode=mode, engine=engine, frame_bytes=frame_size)
         target = _target(file, output, stdout, lambda name: name + SUFFIX)
@@ -75,14 +87,16 @@ def pack(
 def unpack(
     file: Annotated[str, typer.Argument(help="Archive to unpack, or - for standard input.")],
     output: Output = None, stdout: Stdout = False, force: Force = False,
-    quiet: Quiet = False, verbose: Verbose = False, model: ModelOption = None,
+    quiet: Quiet = False, verbose: Verbose = False, model: ModelOption = None, threads: Threads = 0,
+    batch: UnpackBatch = None,
 ):
     """Unpack FILE.az into FILE."""
-    with _errors_to_exit():
+    with _errors_to_exit(), api.torch_threads(threads):
+        decompressor = _decompressor(model, batch)
         target = _target(file, output, stdout, _strip_suffix)
         started = time.perf_counter()
         with _input(file) as source, _output(target, force) as sink, progress_bar("unpacking", quiet, "bytes") as progress:
-            original = api.Decompressor(model).decompress_stream(source, sink, progress)
+            original = decompressor.decompress_stream(source, sink, progress)
             packed = source.tell() if source.seekable() else 0
         if verbose:
             _report(file, original, packed, time.perf_counter() - started)
@@ -91,11 +105,11 @@ def unpack(
 @app.command()
 def test(
     files: Annotated[list[str], typer.Argument(help="Archives to verify.")],
-    quiet: Quiet = False, model: ModelOption = None,
+    quiet: Quiet = False, model: ModelOption = None, threads: Threads = 0, batch: UnpackBatch = None,
 ):
     """Verify archives completely, like gzip -t; writes nothing."""
-    with _errors_to_exit():
-        decompressor = api.Decompressor(model)
+    with _errors_to_exit(), api.torch_threads(threads):
+        decompressor = _decompressor(model, batch)
         for file in files:
             with _input(file) as source, progress_bar(f"testing {file}", quiet, "bytes") as progress:
                 decompressor.decompress_stream(source, _Discard(), progress)

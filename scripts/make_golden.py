@@ -1,7 +1,7 @@
 """Write the golden archives that tests/test_golden.py must keep decoding.
 
-Run only when the format version changes on purpose, naming the archives to (re)write
-(--tiny, --real, --real-engine); commit the result.
+Run only when the format version changes on purpose, or when a new engine needs its archives,
+naming the archives to (re)write (--tiny, --real, --real-engine, --exact); commit the result.
 """
 
 import sys
@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from alphazip import Compressor, container  # noqa: E402
 from alphazip.backends import backend_names  # noqa: E402
+from alphazip.model.exact import EXACT_ENGINE_NAME  # noqa: E402
 
 # One folder per format version: older folders stay as they were written, and must keep decoding.
 GOLDEN = ROOT / "tests" / "data" / "golden" / f"v{container.FORMAT_VERSION}"
@@ -26,11 +27,12 @@ def frame_parts() -> tuple[bytes, bytes, bytes]:
     return text * 2, bytes(range(256)) * 20, text
 
 
-def mixed_archive() -> bytes:
+def mixed_archive(engine: str = "auto") -> bytes:
     """Model frames, a raw frame, a model frame: what auto mode writes for text with a binary
     stretch inside under a model that beats the back-end (the tiny test model never does)."""
     text, binary, more_text = frame_parts()
-    packer = Compressor(backend="zstd", model=TINY, context=16, batch=3, mode="model", frame_bytes=FRAME_BYTES)
+    packer = Compressor(backend="zstd", model=TINY, context=16, batch=3, mode="model", frame_bytes=FRAME_BYTES,
+                        engine=engine)
     archive = packer.pack(text)
     archive.frames += [packer.raw_frame(binary), *packer.pack(more_text).frames]
     archive.original_size, archive.original_sha256 = container.original_identity(text + binary + more_text)
@@ -56,6 +58,13 @@ def main() -> None:
     if "--real-engine" in sys.argv:  # our invariant engine, default settings but a short context
         real = Compressor(backend="brotli", context=64, mode="model").compress(excerpt)
         (GOLDEN / "smollm2-engine-brotli.az").write_bytes(real)
+    if "--exact" in sys.argv:  # the exact engine: these must decode on every machine
+        for backend in backend_names():
+            compressor = Compressor(backend=backend, model=TINY, context=16, batch=3, mode="model", engine=EXACT_ENGINE_NAME)
+            (GOLDEN / f"exact-tiny-{backend}-model.az").write_bytes(compressor.compress(data))
+        (GOLDEN / "exact-tiny-zstd-mixed.az").write_bytes(mixed_archive(EXACT_ENGINE_NAME))
+        real = Compressor(backend="brotli", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
+        (GOLDEN / "exact-smollm2-brotli.az").write_bytes(real)
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

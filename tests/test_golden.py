@@ -7,19 +7,34 @@ format 2 (frames, varints); each folder is written once by scripts/make_golden.p
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import TINY
 
 from alphazip import ChecksumError, Decompressor, ModelMismatchError, container
+from alphazip.model.exact import EXACT_ENGINE_NAME
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 VERSIONS = ("v1", "v2")
 TINY_ARCHIVES = sorted(path for version in VERSIONS for path in (GOLDEN / version).glob("tiny-*.az"))
+# The exact engine's archives (format 2): they must decode on every machine, under every setting.
+EXACT_ARCHIVES = sorted((GOLDEN / "v2").glob("exact-tiny-*.az"))
 
 
 def test_golden_archives_exist():
     assert len(TINY_ARCHIVES) == 10 * len(VERSIONS)  # five back-ends, model and raw mode each
+    assert len(EXACT_ARCHIVES) == 6  # five back-ends, and frames of mixed modes
     assert container.FORMAT_VERSION == len(VERSIONS), "a new format version needs its golden folder"
+
+
+def decodes_or_refuses_clearly(blob: bytes, expected: bytes, model: str | None = None) -> None:
+    """Exact-engine archives decode everywhere. Float-engine archives decode only where the kernels
+    sum as the packing machine's did (not even every AVX-512 CPU: the AMX Xeon fails v1's), so
+    elsewhere they must stop with our clear error, never more."""
+    header = container.read(blob).header
+    try:
+        assert Decompressor(model=model).decompress(blob) == expected
+    except (ChecksumError, ModelMismatchError) as error:
+        assert header.engine != EXACT_ENGINE_NAME, f"an exact-engine archive failed: {error}"
+        assert "fails its CRC-32" in str(error) or "probe fingerprint" in str(error)
 
 
 @pytest.mark.parametrize("path", TINY_ARCHIVES, ids=lambda p: f"{p.parent.name}-{p.stem}")
@@ -27,32 +42,34 @@ def test_golden_archive_decodes(tiny, path):
     blob = path.read_bytes()
     assert f"v{blob[4]}" == path.parent.name
     original = (path.parent / "original.bin").read_bytes()
-    assert Decompressor(model=TINY).decompress(blob) == original
+    decodes_or_refuses_clearly(blob, original, TINY)
     mode = path.stem.rsplit("-", 1)[1]
     assert container.read(blob).mode == mode
+
+
+@pytest.mark.parametrize("path", EXACT_ARCHIVES, ids=lambda p: p.stem)
+def test_golden_exact_engine_archive_decodes(tiny, path):
+    blob = path.read_bytes()
+    assert container.read(blob).header.engine == EXACT_ENGINE_NAME
+    original = (GOLDEN / "v2" / ("frames.bin" if "mixed" in path.stem else "original.bin")).read_bytes()
+    assert Decompressor(model=TINY).decompress(blob) == original
 
 
 def test_golden_archive_of_mixed_frames_decodes(tiny):
     blob = (GOLDEN / "v2" / "frames-tiny-zstd-mixed.az").read_bytes()
     archive = container.read(blob)
     assert [frame.mode for frame in archive.frames] == ["model", "model", "raw", "model"]
-    assert Decompressor(model=TINY).decompress(blob) == (GOLDEN / "v2" / "frames.bin").read_bytes()
+    decodes_or_refuses_clearly(blob, (GOLDEN / "v2" / "frames.bin").read_bytes(), TINY)
 
 
-# The CPU kind each default-model archive was packed on: torch's kernels sum in another order on
-# other kinds, so there the archive must decode exactly or stop with our clear error, never more.
-REAL_ARCHIVES = {"v1/smollm2-brotli.az": "AVX512", "v1/smollm2-engine-brotli.az": "AVX2",
-                 "v2/smollm2-engine-brotli.az": "AVX2"}
+# Default-model archives: the transformers path's (v1, bf16), two float engines' and the exact engine's.
+REAL_ARCHIVES = ["v1/smollm2-brotli.az", "v1/smollm2-engine-brotli.az", "v2/smollm2-engine-brotli.az",
+                 "v2/exact-smollm2-brotli.az"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(REAL_ARCHIVES))
+@pytest.mark.parametrize("name", REAL_ARCHIVES)
 def test_golden_default_model_archive_decodes(name):
     blob = (GOLDEN / name).read_bytes()
     excerpt = (Path(__file__).parent.parent / "data" / "alice-excerpt.txt").read_bytes()[:600]
-    try:
-        assert Decompressor().decompress(blob) == excerpt
-    except (ChecksumError, ModelMismatchError) as error:
-        here = torch.backends.cpu.get_cpu_capability()
-        assert here != REAL_ARCHIVES[name], f"fails on the CPU kind it was packed on: {error}"
-        assert "fails its CRC-32" in str(error) or "probe fingerprint" in str(error)
+    decodes_or_refuses_clearly(blob, excerpt)

@@ -1,4 +1,4 @@
-"""Archives on the invariant engine decode under any batch and thread count; the guard stops the rest."""
+"""Archives on the exact engine decode under any batch and thread count; the guard stops the rest."""
 
 import pytest
 import torch
@@ -11,17 +11,19 @@ from alphazip import Compressor, Decompressor, api, container
 from alphazip.cli import app
 from alphazip.errors import ModelMismatchError
 from alphazip.model import LanguageModel
+from alphazip.errors import AlphazipError
 from alphazip.model.engine import ENGINE_NAME
+from alphazip.model.exact import EXACT_ENGINE_NAME
 from alphazip.model.gemma import GEMMA3_ENGINE_NAME
 from alphazip.model.lm import TRANSFORMERS_ENGINE
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, " * 8).encode()
-BASE = {"model": TINY, "context": 48, "mode": "model", "engine": ENGINE_NAME}
+BASE = {"model": TINY, "context": 48, "mode": "model", "engine": EXACT_ENGINE_NAME}
 
 
-@pytest.fixture(params=["float32", "bfloat16"])
-def dtype(request, tiny):
-    return request.param
+@pytest.fixture
+def dtype(tiny):
+    return "float32"  # the exact engine's arithmetic is its own whatever the dtype
 
 
 def pack(batch: int, dtype: str, **extra) -> bytes:
@@ -30,9 +32,9 @@ def pack(batch: int, dtype: str, **extra) -> bytes:
 
 def test_invariant_engine_is_recorded_with_its_probe(dtype):
     header = container.read(pack(3, dtype)).header
-    assert header.engine == ENGINE_NAME and len(header.probe) == 64
+    assert header.engine == EXACT_ENGINE_NAME and len(header.probe) == 64
     default = container.read(Compressor(model=TINY, context=48, mode="model", dtype=dtype).compress(TEXT)).header
-    assert default.engine == ENGINE_NAME  # the default for Llama models
+    assert default.engine == EXACT_ENGINE_NAME  # the default for Llama models
 
 
 @pytest.mark.parametrize("pack_batch", [1, 7])
@@ -87,16 +89,21 @@ def test_unknown_engine_is_a_clear_error():
 
 @pytest.mark.parametrize("variant", [{}, {"attention_bias": True}, {"mlp_bias": True},
                                      {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}])
-def test_llama_variants_the_engine_does_not_compute_pack_on_transformers(variant):
+def test_llama_variants_the_exact_engine_does_not_compute_pack_only_when_asked(variant):
     config = LlamaConfig(vocab_size=len(tiny_tokenizer()), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=2, **variant)
-    engines = LanguageModel.from_hf(LlamaForCausalLM(config), tiny_tokenizer(), "variant").engines
-    if variant:  # still listed second: it decodes whatever it packed before the check
-        assert engines == (TRANSFORMERS_ENGINE, ENGINE_NAME)
+    model = LanguageModel.from_hf(LlamaForCausalLM(config), tiny_tokenizer(), "variant")
+    if variant:  # the float engine still listed: it decodes whatever it packed before the check existed
+        assert model.engines == (TRANSFORMERS_ENGINE, ENGINE_NAME)
+        with pytest.raises(AlphazipError, match="--engine transformers-static-step"):
+            api.engine_for(model, "auto")  # never packed on a float path unless asked by name
+        assert api.engine_for(model, TRANSFORMERS_ENGINE) == TRANSFORMERS_ENGINE
     else:
-        assert engines == (ENGINE_NAME, TRANSFORMERS_ENGINE)
+        assert model.engines == (EXACT_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE)
+        assert api.engine_for(model, "auto") == EXACT_ENGINE_NAME
 
 
-def test_gemma3_runs_on_its_own_engine():
+def test_gemma3_runs_on_the_exact_engine():
     model, tokenizer = tiny_gemma3()
-    assert LanguageModel.from_hf(model, tokenizer, "gemma").engines == (GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE)
+    engines = LanguageModel.from_hf(model, tokenizer, "gemma").engines
+    assert engines == (EXACT_ENGINE_NAME, GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE)

@@ -1,4 +1,4 @@
-"""The invariant engine on the default model: packed once, unpacked under other batches and threads (slow)."""
+"""The exact engine on the default model: packed once, unpacked under other batches and threads (slow)."""
 
 from pathlib import Path
 
@@ -6,21 +6,21 @@ import pytest
 import torch
 
 from alphazip import Compressor, Decompressor, api, container
-from alphazip.model.engine import ENGINE_NAME
+from alphazip.model.exact import EXACT_ENGINE_NAME
 
 pytestmark = pytest.mark.slow
 TEXT = (Path(__file__).parent.parent / "data" / "alice-excerpt.txt").read_bytes()[:700]
-SETTINGS = {"context": 64, "mode": "model", "engine": ENGINE_NAME}
+SETTINGS = {"context": 64, "mode": "model", "engine": EXACT_ENGINE_NAME}
 
 
-@pytest.fixture(scope="module", params=["float32", "bfloat16"])
-def packed(request):
+@pytest.fixture(scope="module")
+def packed():
     """Packed at batch 7 with 2 threads, and at batch 64 with 1 thread."""
-    blob = Compressor(batch=7, dtype=request.param, **SETTINGS).compress(TEXT)
+    blob = Compressor(batch=7, **SETTINGS).compress(TEXT)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        other = Compressor(batch=64, dtype=request.param, **SETTINGS).compress(TEXT)
+        other = Compressor(batch=64, **SETTINGS).compress(TEXT)
     finally:
         torch.set_num_threads(previous)
     return blob, other

@@ -89,6 +89,10 @@ class LlamaEngine:
         self.inv_freq = self._inverse_frequencies(rope["rope_theta"]) if "rope_theta" in rope else None
         self.score_divisor = math.sqrt(self.head_dim)  # scores are divided by it before the softmax
 
+    @property
+    def logits_width(self) -> int:
+        return self.head_t.shape[1]
+
     def _inverse_frequencies(self, theta: float) -> torch.Tensor:
         return 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
 
@@ -218,7 +222,7 @@ class EngineStepper:
     unpacking steps token by token, each with any batch: the logits are the same bits.
     """
 
-    def __init__(self, engine: LlamaEngine, model_inputs, batch: int, length: int):
+    def __init__(self, engine, model_inputs, batch: int, length: int):
         self.engine = engine
         self.model_inputs = model_inputs
         self.cache = engine.new_cache(batch, max(length, 1))
@@ -226,7 +230,7 @@ class EngineStepper:
         # Tokens per :meth:`advance` when packing: one whole key block, so that each call's rows
         # share one attention span (64 ran 1.19 x faster than 32, fp32, measured here); a power
         # of two fewer where a large vocabulary (Gemma 3's 262,144) would outgrow LOGIT_BUDGET.
-        rows = max(1, LOGIT_BUDGET // (max(batch, 1) * engine.head_t.shape[1]))
+        rows = max(1, LOGIT_BUDGET // (max(batch, 1) * engine.logits_width))
         self.segment = min(KEY_BLOCK, 1 << (rows.bit_length() - 1))
 
     def step(self, token_ids) -> torch.Tensor:

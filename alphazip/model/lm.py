@@ -14,15 +14,19 @@ import torch
 
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
-from . import gemma
+from . import exact, gemma
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
+from .exact import EXACT_ENGINE_NAME, ExactEngine
 from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through transformers, static KV cache
-# Our batch-invariant engines by the name archives record.
-INVARIANT_ENGINES = {ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
+# Our batch-invariant engines by the name archives record, each built as engine(hf_model, dtype).
+# Only the exact one gives the same bits on every CPU; the float ones still decode their old archives.
+INVARIANT_ENGINES = {EXACT_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
+                     ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
+EXACT_ENGINES = (EXACT_ENGINE_NAME,)
 
 
 def native_bf16() -> bool:
@@ -81,15 +85,15 @@ class LanguageModel:
     def engines(self) -> tuple[str, ...]:
         """Inference paths this model runs on, preferred first.
 
-        Llama and Gemma 3 models run on our invariant engines (pack in full passes, unpack under
-        any batch) and, for archives that name it, on the transformers lockstep path; others on
-        the latter.
+        Llama and Gemma 3 models run on the exact engine (the same bits on every CPU, any batch
+        and thread count); the float engines and the transformers lockstep path remain for the
+        archives that name them. Other models run only on the latter.
         """
         config = self.hf.config
         if llama_supports(config):
-            return ENGINE_NAME, TRANSFORMERS_ENGINE
+            return EXACT_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE
         if gemma.supports(config):
-            return gemma.GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE
+            return EXACT_ENGINE_NAME, gemma.GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE
         if config.model_type == "llama":
             # A Llama variant our engine does not compute exactly (biases, scaled RoPE) packs on
             # transformers; ours still decodes what it packed before this check existed.
@@ -99,6 +103,11 @@ class LanguageModel:
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""
         return engine in INVARIANT_ENGINES
+
+    @staticmethod
+    def exact(engine: str) -> bool:
+        """Whether ``engine``'s logits are also independent of the CPU and the libraries' kernels."""
+        return engine in EXACT_ENGINES
 
     def stepper(self, batch_size: int, length: int, engine: str = TRANSFORMERS_ENGINE):
         """A fresh state for ``batch_size`` sequences of at most ``length`` tokens on ``engine``."""
@@ -111,10 +120,14 @@ class LanguageModel:
         if not self.invariant(engine):
             return ""
         if engine not in self._probes:
-            self._probes[engine] = probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size)
+            if self.exact(engine):
+                probe = exact.probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size, self.bos_id)
+            else:
+                probe = probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size)
+            self._probes[engine] = probe
         return self._probes[engine]
 
-    def _engine(self, name: str) -> LlamaEngine:
+    def _engine(self, name: str):
         if name not in self._invariant_engines:
             self._invariant_engines[name] = INVARIANT_ENGINES[name](self.hf, DTYPES[self.dtype])
         return self._invariant_engines[name]

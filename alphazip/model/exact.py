@@ -1,0 +1,238 @@
+"""The exact engine: Llama and Gemma 3 forward passes whose logits are the same bits on every CPU.
+
+Every operation that decides a bit is exact by construction (see ``exactmath`` for the rules):
+
+- linear layers: int8 weights per output channel, activations quantized per row to 15 bits,
+  products summed as integers (``intmm``);
+- attention: queries, keys and values quantized per (token, head) to int8 values; scores are
+  exact integers (float32 products of integers, partial sums below 2^24); the softmax uses
+  our own ``exp``, its denominator is a sum of integers, and the weighted sum of values is
+  again an exact integer product of 14-bit weights and int8 values;
+- norms: sums of squares of integers; RoPE and the gates: tables and polynomials built from
+  exactly rounded operations.
+
+The result depends on nothing but the weights and the tokens: not the batch, the thread count,
+the call's length (full pass or single steps) or the CPU's instruction set. The KV cache holds
+the int8 values of keys and values (as float32, ready for the products) and one step each.
+"""
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import exactmath as xm
+from .engine import KEY_BLOCK, _key_blocks
+from .intmm import QuantLinear, exact_f32_matmul
+
+EXACT_ENGINE_NAME = "alphazip-exact-1"  # recorded in headers; bump when any arithmetic changes
+PROBE_LENGTH = 24
+VALUE_WEIGHT_LEVELS = 128 * 128 - 1  # attention weights as 14-bit integers: 128 high + low, both in [0, 127]
+SOFTMAX_UNIT = 2.0 ** 20  # the softmax denominator counts exp() values in units of 2^-20, exactly
+SLIDING = "sliding_attention"
+
+
+@dataclass(frozen=True)
+class ExactConfig:
+    """What the forward pass reads from a model's config: Llama's choices, or Gemma 3's."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float  # added to the mean square in every RMSNorm
+    rope_thetas: tuple[float, ...]  # RoPE base per layer
+    windows: tuple[int | None, ...]  # sliding-window length per layer, None for full attention
+    score_scale: float  # attention scores are multiplied by it (1/sqrt(head_dim) for Llama)
+    gate: str  # "silu" (Llama) or "gelu_tanh" (Gemma)
+    gemma: bool  # Gemma's extras: scaled embeddings, 1 + w norms, head norms, norms after each block
+    softcap: float | None = None  # Gemma: logits = cap * tanh(logits / cap)
+
+    @classmethod
+    def from_hf(cls, config) -> "ExactConfig":
+        layers = config.num_hidden_layers
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
+        if config.model_type == "llama":
+            return cls(heads, config.num_key_value_heads, head_dim, config.rms_norm_eps,
+                       (float(rope["rope_theta"]),) * layers, (None,) * layers, 1.0 / math.sqrt(head_dim),
+                       "silu", gemma=False)
+        kinds = list(config.layer_types)
+        return cls(heads, config.num_key_value_heads, head_dim, config.rms_norm_eps,
+                   tuple(float(rope[kind]["rope_theta"]) for kind in kinds),
+                   tuple(config.sliding_window if kind == SLIDING else None for kind in kinds),
+                   config.query_pre_attn_scalar ** -0.5, "gelu_tanh", gemma=True,
+                   softcap=getattr(config, "final_logit_softcapping", None))
+
+
+def supports(config) -> bool:
+    """Whether the exact engine computes ``config``'s model: a Llama with plain RoPE, no biases and
+    a SiLU gate, or a Gemma 3 text model with plain RoPE and no soft-capping inside attention."""
+    from . import engine, gemma
+
+    return engine.supports(config) or gemma.supports(config)
+
+
+@dataclass
+class ExactCache:
+    """Per layer, int8 values of keys and values ([batch, kv_heads, length, head_dim], as float32)
+    and their steps ([batch, kv_heads, length, 1])."""
+
+    keys: list[torch.Tensor]
+    key_steps: list[torch.Tensor]
+    values: list[torch.Tensor]
+    value_steps: list[torch.Tensor]
+
+
+class _Layer:
+    """One decoder layer's weights: quantized products, float32 norm weights."""
+
+    def __init__(self, layer, gemma: bool):
+        attention, mlp = layer.self_attn, layer.mlp
+        self.qkv = QuantLinear(torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]))
+        self.o = QuantLinear(attention.o_proj.weight)
+        self.gate_up = QuantLinear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+        self.down = QuantLinear(mlp.down_proj.weight)
+        self.intermediate = mlp.gate_proj.weight.shape[0]
+        norms = {"norm1": layer.input_layernorm, "norm2": layer.post_attention_layernorm}
+        if gemma:  # Gemma's post_attention_layernorm comes after attention; pre_feedforward before the MLP
+            norms = {"norm1": layer.input_layernorm, "post_attention": layer.post_attention_layernorm,
+                     "norm2": layer.pre_feedforward_layernorm, "post_mlp": layer.post_feedforward_layernorm,
+                     "q_norm": attention.q_norm, "k_norm": attention.k_norm}
+        offset = 1.0 if gemma else 0.0  # Gemma scales by 1 + w
+        for name, norm in norms.items():
+            setattr(self, name, norm.weight.detach().float() + offset)
+
+
+class ExactEngine:
+    """A forward pass over a transformers Llama or Gemma 3 model whose logits are exact everywhere."""
+
+    def __init__(self, hf_model):
+        self.config = ExactConfig.from_hf(hf_model.config)
+        inner = hf_model.model
+        self.embed = inner.embed_tokens.weight.detach().float()
+        self.embed_scale = hf_model.config.hidden_size ** 0.5 if self.config.gemma else None
+        self.layers = [_Layer(layer, self.config.gemma) for layer in inner.layers]
+        self.final_norm = inner.norm.weight.detach().float() + (1.0 if self.config.gemma else 0.0)
+        self.head = QuantLinear(hf_model.lm_head.weight)
+        self._ropes: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def logits_width(self) -> int:
+        return self.head.out_features
+
+    def new_cache(self, batch: int, length: int) -> ExactCache:
+        c = self.config
+        shape = (batch, c.kv_heads, -(-length // KEY_BLOCK) * KEY_BLOCK, c.head_dim)
+
+        def zeros(width):
+            return [torch.zeros(shape[:-1] + (width,)) for _ in self.layers]
+
+        return ExactCache(zeros(c.head_dim), zeros(1), zeros(c.head_dim), zeros(1))
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache) -> torch.Tensor:
+        """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1."""
+        c = self.config
+        x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
+        if self.embed_scale:
+            x = x * self.embed_scale
+        for index, layer in enumerate(self.layers):
+            attended = self._attention(layer.qkv(xm.rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
+            out = layer.o(attended)
+            x = x + (xm.rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
+            gate, up = layer.gate_up(xm.rms_norm(x, layer.norm2, c.eps)).split(layer.intermediate, dim=-1)
+            out = layer.down((xm.silu(gate) if c.gate == "silu" else xm.gelu_tanh(gate)) * up)
+            x = x + (xm.rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
+        logits = self.head(xm.rms_norm(x, self.final_norm, c.eps))
+        if c.softcap:
+            logits = xm.tanh(logits / c.softcap) * c.softcap
+        return logits
+
+    def _attention(self, qkv: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> torch.Tensor:
+        """Layer ``index``'s attention for projected ``qkv`` [B, T, (H + 2 KV) D] at ``start``; its keys
+        and values go to the cache. Returns [B, T, H D], before the output projection."""
+        c = self.config
+        batch, count, _ = qkv.shape
+        q, k, v = (part.reshape(batch, count, -1, c.head_dim).transpose(1, 2)  # [B, heads, T, D]
+                   for part in qkv.split([c.heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], -1))
+        if c.gemma:
+            q, k = xm.rms_norm(q, layer.q_norm, c.eps), xm.rms_norm(k, layer.k_norm, c.eps)
+        sin, cos = self._rope(c.rope_thetas[index], start + count)
+        q, k = _rotate(q, cos[start:], sin[start:]), _rotate(k, cos[start:], sin[start:])
+        stop = start + count
+        for store, steps, tensor in ((cache.keys, cache.key_steps, k), (cache.values, cache.value_steps, v)):
+            values, step = xm.quantize_rows(tensor, 127)
+            store[index][:, :, start:stop] = values
+            steps[index][:, :, start:stop] = step
+        values, step = xm.quantize_rows(q, 127)
+        group = c.heads // c.kv_heads
+        rows = values.reshape(batch, c.kv_heads, group, count, c.head_dim)
+        row_scale = (step * (c.score_scale * xm.LOG2E)).reshape(batch, c.kv_heads, group, count, 1)
+        pieces = []
+        for first, last, low, span, tail_mask in _key_blocks(start, count, c.windows[index]):
+            own = slice(first - start, last - start)
+            pieces.append(self._attend_block(rows[:, :, :, own], row_scale[:, :, :, own], cache, index, low, span, tail_mask))
+        out = torch.cat(pieces, dim=3)  # [B, KV, group, T, D]
+        return out.reshape(batch, c.heads, count, c.head_dim).transpose(1, 2).reshape(batch, count, -1)
+
+    def _attend_block(self, rows, row_scale, cache: ExactCache, index: int, low: int, span: int,
+                      tail_mask: torch.Tensor) -> torch.Tensor:
+        """Attention of query ``rows`` [B, KV, group, n, D] (int8 values; scores scaled by ``row_scale``,
+        which includes log2 e) over the cached keys low..span-1, the last ones masked by ``tail_mask``
+        [n, M]. Most steps work in place: fresh tensors of this size cost page faults."""
+        batch, kv_heads, group, count, dim = rows.shape
+        flat = rows.reshape(batch, kv_heads, group * count, dim)
+        keys, values = cache.keys[index][:, :, low:span], cache.values[index][:, :, low:span]
+        scores = exact_f32_matmul(flat, keys.transpose(-1, -2))  # integers, [B, KV, group n, S]
+        scores.mul_(cache.key_steps[index][:, :, low:span].transpose(-1, -2)).mul_(row_scale.reshape(flat.shape[:-1] + (1,)))
+        scores[..., -tail_mask.shape[-1]:].add_(tail_mask.repeat(group, 1))
+        e = xm.exp2_(scores.sub_(scores.amax(-1, keepdim=True)))  # in (0, 1]; masked keys round to 0 below
+        denominator = _exact_sum(torch.round(e * SOFTMAX_UNIT))  # exp() in units of 2^-20
+        weights = e.mul_(cache.value_steps[index][:, :, low:span].transpose(-1, -2))
+        top = weights.amax(-1, keepdim=True)
+        levels = weights.mul_(VALUE_WEIGHT_LEVELS / torch.where(top > 0, top, torch.ones_like(top))).round_()
+        high = torch.floor(levels * (1.0 / 128))
+        low_part = levels.sub_(high * 128.0)
+        combined = exact_f32_matmul(high, values).double().mul_(128.0).add_(exact_f32_matmul(low_part, values).double())
+        factor = (top.double() / VALUE_WEIGHT_LEVELS) / (denominator / SOFTMAX_UNIT)
+        return combined.mul_(factor).float().reshape(batch, kv_heads, group, count, dim)
+
+    def _rope(self, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """sin and cos [positions, D] for RoPE base ``theta``, at least ``length`` positions (grown
+        in whole key blocks): a table computed by exactly rounded float64 operations."""
+        table = self._ropes.get(theta)
+        if table is None or len(table[0]) < length:
+            dim = self.config.head_dim
+            exponents = torch.arange(0, dim, 2, dtype=torch.float64) / dim
+            inverse = xm.exp(exponents * -xm.log(torch.tensor(theta, dtype=torch.float64)))
+            positions = torch.arange(-(-length // KEY_BLOCK) * KEY_BLOCK, dtype=torch.float64)
+            sin, cos = xm.sin_cos(positions[:, None] * inverse[None, :])
+            table = torch.cat([sin, sin], -1).float(), torch.cat([cos, cos], -1).float()
+            self._ropes[theta] = table
+        return table
+
+
+def _exact_sum(units: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dim of integers below 2^20 (float32, up to 8,192 a row), exactly, as float64:
+    split into halves below 2^10, whose sums stay below 2^24 in any order."""
+    high = torch.floor(units * (1.0 / 1024))
+    low = units.sub_(high * 1024.0)
+    return high.sum(-1, keepdim=True).double().mul_(1024.0).add_(low.sum(-1, keepdim=True).double())
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    count = x.shape[-2]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:count] + rotated * sin[:count]
+
+
+def probe_fingerprint(engine: ExactEngine, vocab_size: int, first_token: int) -> str:
+    """sha256 of the engine's logits on a fixed input that starts from ``first_token``: the same on
+    every machine unless the model, the tokenizer's start token or this code changed."""
+    ids = (torch.arange(2 * PROBE_LENGTH, dtype=torch.int64) * 7919 % vocab_size).view(2, PROBE_LENGTH)
+    ids[:, 0] = first_token
+    logits = engine.forward(ids, 0, engine.new_cache(2, PROBE_LENGTH))
+    return hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest()

@@ -1,0 +1,110 @@
+"""Matrix products on integers, exact on every CPU, and linear layers built on them.
+
+Integer sums do not depend on order, blocking, threads or instruction set, so a product of
+int8 matrices accumulated in int32 is the same everywhere. Two ways compute it:
+
+- ``torch._int_mm`` (oneDNN; VNNI or AMX where the CPU has them, 2.4 T int8 ops/s measured on
+  an AMX Xeon). On CPUs without VNNI some torch builds overflowed silently (pytorch issue
+  136746), so it is checked once per process against the other way and used only if equal.
+- float32 products of the same integer values, the inner dimension cut into pieces of at most
+  ``EXACT_F32_DEPTH``: every partial sum is an integer below 2^24, exactly representable, so
+  any summation order gives the same value; the pieces are added in float64, also exactly.
+  This holds even where a BLAS computes float32 products in bf16 or TF32, since int8 values
+  are exact in those formats too.
+"""
+
+import os
+
+import torch
+
+EXACT_F32_DEPTH = 1024  # 127 * 128 * 1024 < 2^24: inner-dimension piece whose float32 sums are exact
+# Activations are quantized per row to 15 bits and split into two int8 halves, value = 256 hi + lo:
+# int8 activations alone cost +0.95 % in bits on prose, 15 bits +0.13 % (docs/engine.md).
+ACTIVATION_LEVELS = 127 * 256 + 127
+
+
+def exact_f32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for float tensors holding integers of magnitude <= 128 (batched dims allowed),
+    as exact integers: float32 when one piece suffices, else float64."""
+    depth = a.shape[-1]
+    if depth <= EXACT_F32_DEPTH:
+        return torch.matmul(a.float(), b.float())
+    total = None
+    for start in range(0, depth, EXACT_F32_DEPTH):
+        stop = start + EXACT_F32_DEPTH
+        piece = torch.matmul(a[..., start:stop].float(), b[..., start:stop, :].float()).double()
+        total = piece if total is None else total + piece
+    return total
+
+
+def _fallback_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return exact_f32_matmul(a, b).to(torch.int32)
+
+
+def _int_mm_agrees() -> bool:
+    """Whether ``torch._int_mm`` gives the exact products here: extremes (overflow), odd shapes,
+    transposed weights (the layout used) and random values, against the float32 path."""
+    generator = torch.Generator().manual_seed(136746)
+    cases = []
+    for rows, depth, cols in ((1, 64, 8), (17, 1536, 24), (128, 576, 40)):
+        a = torch.randint(-128, 128, (rows, depth), dtype=torch.int8, generator=generator)
+        b = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator)
+        cases += [(a, b), (torch.full_like(a, -128), torch.full_like(b, -127)), (torch.full_like(a, 127), torch.full_like(b, 127))]
+    try:
+        return all(torch.equal(torch._int_mm(a, b.t()), _fallback_int_mm(a, b.t())) for a, b in cases)
+    except (RuntimeError, AttributeError):
+        return False
+
+
+_INT_MM_OK: bool | None = None
+
+
+def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact ``a @ b`` of int8 matrices [M, K] x [K, N] as int32, by whichever path is exact here."""
+    global _INT_MM_OK
+    if _INT_MM_OK is None:  # ALPHAZIP_INT_MM=float32 forces the other path (tests compare the two)
+        _INT_MM_OK = os.environ.get("ALPHAZIP_INT_MM") != "float32" and _int_mm_agrees()
+    return torch._int_mm(a, b) if _INT_MM_OK else _fallback_int_mm(a, b)
+
+
+def int_mm_path() -> str:
+    """Which integer product this process uses: "torch._int_mm" or "float32 pieces"."""
+    int_matmul(torch.zeros(1, 1, dtype=torch.int8), torch.zeros(1, 1, dtype=torch.int8))
+    return "torch._int_mm" if _INT_MM_OK else "float32 pieces"
+
+
+class QuantLinear:
+    """A linear layer with int8 weights (per output channel) and 15-bit activations (per row).
+
+    y ≈ x @ W.T: both sides quantized symmetrically, the product summed exactly as integers,
+    the two activation halves combined and scaled by exactly rounded float32 operations.
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        w = weight.detach().double()  # [out, in]
+        largest = w.abs().amax(1, keepdim=True)
+        largest = torch.where(largest > 0, largest, torch.ones_like(largest))
+        self.weight_t = torch.round(w * (127.0 / largest)).clamp(-127, 127).to(torch.int8).t()  # [in, out], a view
+        self.scale = (largest / 127.0).float().view(-1)  # [out]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight_t.shape[1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [..., in] float32 -> [..., out] float32."""
+        from .exactmath import quantize_rows
+
+        shape = x.shape
+        values, step = quantize_rows(x.reshape(-1, shape[-1]), ACTIVATION_LEVELS)
+        return self.apply_quantized(values, step).view(*shape[:-1], -1)
+
+    def apply_quantized(self, values: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """The layer on rows already quantized: ``values`` [M, in] (integers as float) and ``step`` [M, 1]."""
+        integers = values.to(torch.int32)
+        low = ((integers + 128) & 255) - 128  # value = 256 high + low, both halves in int8 range
+        high = (integers - low) >> 8
+        rows = len(integers)
+        halves = int_matmul(torch.cat([high, low]).to(torch.int8), self.weight_t)
+        combined = halves[:rows].float().mul_(256.0).add_(halves[rows:].float())
+        return combined.mul_(self.scale).mul_(step)

@@ -1,0 +1,82 @@
+"""The exact engine's arithmetic: accurate enough, and exact by construction where it must be."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alphazip.model import exactmath as xm
+from alphazip.model import intmm
+
+
+def test_exp_is_accurate_in_both_dtypes():
+    x = torch.linspace(-80, 80, 100_001, dtype=torch.float64)
+    assert float(((xm.exp(x) - torch.exp(x)) / torch.exp(x)).abs().max()) < 1e-14
+    x32 = x.float()  # x log2(e) rounded to float32 costs up to |x| 2^-24 in relative error
+    assert float(((xm.exp(x32) - torch.exp(x32)) / torch.exp(x32)).abs().max()) < 1e-5
+
+
+def test_exp2_of_minus_infinity_is_negligible_and_of_zero_is_one():
+    out = xm.exp2_(torch.tensor([-math.inf, 0.0, -200.0]))
+    assert out[1] == 1.0 and out[0] < 1e-37 and out[2] < 1e-37
+
+
+def test_gates_and_tanh_follow_torch():
+    x = torch.linspace(-30, 30, 10_001)
+    torch.testing.assert_close(xm.silu(x), torch.nn.functional.silu(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xm.gelu_tanh(x), torch.nn.functional.gelu(x, approximate="tanh"), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xm.tanh(x), torch.tanh(x), rtol=1e-5, atol=1e-6)
+
+
+def test_log_and_sin_cos_are_accurate():
+    x = torch.logspace(-5, 7, 1001, dtype=torch.float64)
+    torch.testing.assert_close(xm.log(x), torch.log(x), rtol=1e-15, atol=0)
+    angles = torch.linspace(0, 32768, 200_001, dtype=torch.float64)
+    sin, cos = xm.sin_cos(angles)
+    assert float((sin - torch.sin(angles)).abs().max()) < 1e-11
+    assert float((cos - torch.cos(angles)).abs().max()) < 1e-11
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=300), st.randoms(use_true_random=False))
+def test_mean_square_does_not_depend_on_order(values, rng):
+    x = torch.tensor(values)
+    shuffled = list(values)
+    rng.shuffle(shuffled)
+    assert torch.equal(xm.mean_square(x[None]), xm.mean_square(torch.tensor(shuffled)[None]))
+    assert math.isclose(float(xm.mean_square(x[None])), float((x.double() ** 2).mean()), rel_tol=1e-5, abs_tol=1e-30)
+
+
+def test_quantize_rows_keeps_the_largest_value_and_zero_rows():
+    values, step = xm.quantize_rows(torch.tensor([[0.5, -2.0, 1.0], [0.0, 0.0, 0.0]]), 127)
+    assert values[0].tolist() == [32.0, -127.0, 64.0] and values[1].tolist() == [0.0, 0.0, 0.0]
+    assert float(step[0]) == pytest.approx(2.0 / 127)
+
+
+@pytest.mark.parametrize(("rows", "depth", "cols"), [(1, 64, 8), (3, 1536, 40), (130, 2048, 16)])
+def test_both_integer_products_are_exact(rows, depth, cols):
+    generator = torch.Generator().manual_seed(rows)
+    a = torch.randint(-128, 128, (rows, depth), dtype=torch.int8, generator=generator)
+    b = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator).t()
+    exact = (a.long() @ b.long()).to(torch.int32)
+    assert torch.equal(intmm._fallback_int_mm(a, b), exact)
+    assert torch.equal(intmm.int_matmul(a, b), exact)
+
+
+def test_int_mm_is_used_only_after_its_self_check(monkeypatch):
+    monkeypatch.setattr(intmm, "_INT_MM_OK", None)
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: (a.int() @ b.int()) + 1)  # an overflowing build
+    a = torch.ones(4, 8, dtype=torch.int8)
+    assert intmm.int_mm_path() == "float32 pieces"
+    assert torch.equal(intmm.int_matmul(a, a.t()), torch.full((4, 4), 8, dtype=torch.int32))
+
+
+def test_quant_linear_is_close_to_the_float_product():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator)
+    x = torch.randn(5, 64, generator=generator) * 3
+    layer = intmm.QuantLinear(weight)
+    expected = x @ weight.t()
+    assert float((layer(x) - expected).abs().max()) < 0.03 * float(expected.abs().max())

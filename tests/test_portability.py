@@ -1,0 +1,59 @@
+"""Archives of the exact engine decode on other CPUs: packed in one process acting as one CPU kind
+(instruction-set settings of torch, oneDNN and MKL), unpacked in others acting as other kinds,
+with other batches, thread counts and integer-product paths. Subprocesses, since the settings
+must be in place before torch is imported."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from alphazip import container
+from alphazip.model.exact import EXACT_ENGINE_NAME
+from alphazip.model.isa import FORCE_FLOAT_PRODUCTS, ISA_SETTINGS
+
+TEXT = (Path(__file__).parent.parent / "data" / "alice-excerpt.txt").read_bytes()[:2500]
+
+
+def alphazip(args: list[str], setting: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **ISA_SETTINGS[setting], **(extra or {})}
+    command = [sys.executable, "-c", "from alphazip.cli import main; main()", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory):
+    """The excerpt packed with the tiny model as this CPU, and as a plain x86-64 with another batch."""
+    folder = tmp_path_factory.mktemp("portability")
+    source = folder / "excerpt.txt"
+    source.write_bytes(TEXT)
+    packed = {}
+    for name, setting, extra in (("native", "native", []), ("default", "default", ["--batch", "5", "-T", "1"])):
+        target = folder / f"{name}.az"
+        done = alphazip(["pack", str(source), "-o", str(target), "-m", TINY, "--mode", "model", "-q", *extra], setting)
+        assert done.returncode == 0, done.stderr
+        packed[name] = target
+    return packed
+
+
+def test_packing_settings_give_the_same_archive(archives):
+    native, other = (archives[name].read_bytes() for name in ("native", "default"))
+    assert container.read(native).header.engine == EXACT_ENGINE_NAME
+    assert container.read(native).header.probe == container.read(other).header.probe
+    assert container.read(native).frames == container.read(other).frames
+
+
+@pytest.mark.parametrize(("packed", "setting", "options", "extra"), [
+    ("native", "avx2", ["--batch", "1", "-T", "2"], {}),
+    ("native", "default", ["--batch", "7", "-T", "1"], {}),
+    ("default", "native", ["--batch", "64", "-T", "8"], {}),
+    ("default", "avx2", ["--batch", "7", "-T", "2"], FORCE_FLOAT_PRODUCTS),
+])
+def test_unpacks_as_another_cpu(archives, tmp_path, packed, setting, options, extra):
+    target = tmp_path / "out.txt"
+    done = alphazip(["unpack", str(archives[packed]), "-o", str(target), "-m", TINY, "-q", *options], setting, extra)
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == TEXT

@@ -382,7 +382,22 @@ def _errors_to_exit():
 def main() -> None:
     """Console-script entry point."""
     _quiet_libraries()
+    _keep_freed_memory()
     app()
+
+
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep large freed blocks instead of returning them to the system: otherwise
+    every fresh tensor of a few MB page-faults anew (an elementwise pass over 21 MB: 2.7 ms
+    -> 1.0 ms, measured on the Xeon). Process-wide, so only the command sets it, not the library."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+    except (OSError, AttributeError):
+        pass  # not glibc: only slower
 
 
 def _quiet_libraries() -> None:

@@ -1,10 +1,13 @@
 """The exact engine (tiny Llama and tiny Gemma 3): close to transformers, and bits that depend on
 nothing but the tokens — not the batch, its order, the call's length or the thread count."""
 
+import shutil
+
 import pytest
 import torch
 from tiny import tiny_gemma3
 
+from alphazip.model import native
 from alphazip.model.exact import ExactEngine, probe_fingerprint
 
 # Longer than Gemma's sliding window (20) and than one key block (64): both kinds of mask are exercised.
@@ -101,3 +104,17 @@ def test_probe_depends_on_the_start_token_and_the_weights(hf_model, engine):
     altered = ExactEngine(hf_model)
     altered.final_norm = altered.final_norm * 1.001
     assert base != probe_fingerprint(altered, hf_model.config.vocab_size, 1)
+
+
+def test_the_kernel_is_built_where_a_compiler_is():
+    """pip install builds it when it can (a failed build is skipped quietly): catch that here."""
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert native.available()
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled attention kernel was not built")
+@pytest.mark.parametrize("segment", [1, 64])
+def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, segment):
+    with_kernel = stepped(engine, tokens, segment)
+    monkeypatch.setattr(native, "_KERNEL", None)
+    assert torch.equal(stepped(engine, tokens, segment), with_kernel)

@@ -51,6 +51,7 @@ def test_packing_settings_give_the_same_archive(archives):
     ("native", "default", ["--batch", "7", "-T", "1"], {}),
     ("default", "native", ["--batch", "64", "-T", "8"], {}),
     ("default", "avx2", ["--batch", "7", "-T", "2"], FORCE_FLOAT_PRODUCTS),
+    ("native", "native", ["--batch", "3"], {**FORCE_FLOAT_PRODUCTS, "ALPHAZIP_NATIVE": "0"}),  # all in torch
 ])
 def test_unpacks_as_another_cpu(archives, tmp_path, packed, setting, options, extra):
     target = tmp_path / "out.txt"

@@ -13,7 +13,8 @@ Every operation that decides a bit is exact by construction (see ``exactmath`` f
 
 The result depends on nothing but the weights and the tokens: not the batch, the thread count,
 the call's length (full pass or single steps) or the CPU's instruction set. The KV cache holds
-the int8 values of keys and values (as float32, ready for the products) and one step each.
+int8 keys (transposed: a query's dot products then run along contiguous memory) and values, and
+one float32 step each. The compiled kernel (``native``) computes attention's bits in one pass.
 """
 
 import hashlib
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import exactmath as xm
+from . import native
 from .engine import KEY_BLOCK, _key_blocks
 from .intmm import QuantLinear, exact_f32_matmul
 
@@ -76,8 +78,8 @@ def supports(config) -> bool:
 
 @dataclass
 class ExactCache:
-    """Per layer, int8 values of keys and values ([batch, kv_heads, length, head_dim], as float32)
-    and their steps ([batch, kv_heads, length, 1])."""
+    """Per layer, int8 keys [batch, kv_heads, head_dim, length] and values [batch, kv_heads, length,
+    head_dim], and their steps ([batch, kv_heads, length], float32)."""
 
     keys: list[torch.Tensor]
     key_steps: list[torch.Tensor]
@@ -117,6 +119,9 @@ class ExactEngine:
         self.final_norm = inner.norm.weight.detach().float() + (1.0 if self.config.gemma else 0.0)
         self.head = QuantLinear(hf_model.lm_head.weight)
         self._ropes: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The compiled kernel's float32 constants, the very values the torch path uses.
+        self._constants = torch.tensor([SOFTMAX_UNIT, VALUE_WEIGHT_LEVELS, *xm.exp2_coefficients(torch.float32)],
+                                       dtype=torch.float32)
 
     @property
     def logits_width(self) -> int:
@@ -126,10 +131,12 @@ class ExactEngine:
         c = self.config
         shape = (batch, c.kv_heads, -(-length // KEY_BLOCK) * KEY_BLOCK, c.head_dim)
 
-        def zeros(width):
-            return [torch.zeros(shape[:-1] + (width,)) for _ in self.layers]
+        def zeros(shape, dtype):
+            return [torch.zeros(shape, dtype=dtype) for _ in self.layers]
 
-        return ExactCache(zeros(c.head_dim), zeros(1), zeros(c.head_dim), zeros(1))
+        batch, kv_heads, length, dim = shape
+        return ExactCache(zeros((batch, kv_heads, dim, length), torch.int8), zeros(shape[:-1], torch.float32),
+                          zeros(shape, torch.int8), zeros(shape[:-1], torch.float32))
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache) -> torch.Tensor:
@@ -164,35 +171,42 @@ class ExactEngine:
         stop = start + count
         for store, steps, tensor in ((cache.keys, cache.key_steps, k), (cache.values, cache.value_steps, v)):
             values, step = xm.quantize_rows(tensor, 127)
-            store[index][:, :, start:stop] = values
-            steps[index][:, :, start:stop] = step
+            steps[index][:, :, start:stop] = step[..., 0]
+            if store is cache.keys:
+                store[index][:, :, :, start:stop] = values.transpose(-1, -2)
+            else:
+                store[index][:, :, start:stop] = values
         values, step = xm.quantize_rows(q, 127)
         group = c.heads // c.kv_heads
-        rows = values.reshape(batch, c.kv_heads, group, count, c.head_dim)
-        row_scale = (step * (c.score_scale * xm.LOG2E)).reshape(batch, c.kv_heads, group, count, 1)
-        pieces = []
-        for first, last, low, span, tail_mask in _key_blocks(start, count, c.windows[index]):
-            own = slice(first - start, last - start)
-            pieces.append(self._attend_block(rows[:, :, :, own], row_scale[:, :, :, own], cache, index, low, span, tail_mask))
-        out = torch.cat(pieces, dim=3)  # [B, KV, group, T, D]
+        rows = values.to(torch.int8).reshape(batch, c.kv_heads, group, count, c.head_dim)
+        row_scale = (step * (c.score_scale * xm.LOG2E)).reshape(batch, c.kv_heads, group, count)
+        if native.available():
+            out = native.attend(rows.contiguous(), row_scale.contiguous(), start, c.windows[index], cache.keys[index], cache.key_steps[index],
+                                cache.values[index], cache.value_steps[index], self._constants)
+        else:
+            out = torch.cat([self._attend_block(rows[:, :, :, first - start:last - start],
+                                                row_scale[:, :, :, first - start:last - start], cache, index, low, span, mask)
+                             for first, last, low, span, mask in _key_blocks(start, count, c.windows[index])], dim=3)
         return out.reshape(batch, c.heads, count, c.head_dim).transpose(1, 2).reshape(batch, count, -1)
 
     def _attend_block(self, rows, row_scale, cache: ExactCache, index: int, low: int, span: int,
                       tail_mask: torch.Tensor) -> torch.Tensor:
-        """Attention of query ``rows`` [B, KV, group, n, D] (int8 values; scores scaled by ``row_scale``,
-        which includes log2 e) over the cached keys low..span-1, the last ones masked by ``tail_mask``
-        [n, M]. Most steps work in place: fresh tensors of this size cost page faults."""
+        """Attention of int8 query ``rows`` [B, KV, group, n, D] (scores scaled by ``row_scale``
+        [B, KV, group, n], which includes log2 e) over the cached keys low..span-1, the last ones
+        masked by ``tail_mask`` [n, M]; [B, KV, group, n, D]. The compiled kernel computes the same
+        bits. Most steps work in place: fresh tensors of this size cost page faults."""
         batch, kv_heads, group, count, dim = rows.shape
         flat = rows.reshape(batch, kv_heads, group * count, dim)
-        keys, values = cache.keys[index][:, :, low:span], cache.values[index][:, :, low:span]
-        scores = exact_f32_matmul(flat, keys.transpose(-1, -2))  # integers, [B, KV, group n, S]
-        scores.mul_(cache.key_steps[index][:, :, low:span].transpose(-1, -2)).mul_(row_scale.reshape(flat.shape[:-1] + (1,)))
+        keys, values = cache.keys[index][:, :, :, low:span], cache.values[index][:, :, low:span]
+        scores = exact_f32_matmul(flat, keys)  # integers, [B, KV, group n, S]
+        scores.mul_(cache.key_steps[index][:, :, None, low:span]).mul_(row_scale.reshape(batch, kv_heads, -1, 1))
         scores[..., -tail_mask.shape[-1]:].add_(tail_mask.repeat(group, 1))
         e = xm.exp2_(scores.sub_(scores.amax(-1, keepdim=True)))  # in (0, 1]; masked keys round to 0 below
         denominator = _exact_sum(torch.round(e * SOFTMAX_UNIT))  # exp() in units of 2^-20
-        weights = e.mul_(cache.value_steps[index][:, :, low:span].transpose(-1, -2))
+        weights = e.mul_(cache.value_steps[index][:, :, None, low:span])
         top = weights.amax(-1, keepdim=True)
-        levels = weights.mul_(VALUE_WEIGHT_LEVELS / torch.where(top > 0, top, torch.ones_like(top))).round_()
+        top = torch.where(top > 0, top, torch.ones_like(top))
+        levels = weights.mul_(torch.reciprocal(top).mul_(VALUE_WEIGHT_LEVELS)).round_()  # integers 0 .. 16383
         high = torch.floor(levels * (1.0 / 128))
         low_part = levels.sub_(high * 128.0)
         combined = exact_f32_matmul(high, values).double().mul_(128.0).add_(exact_f32_matmul(low_part, values).double())

@@ -33,6 +33,11 @@ def power_of_two(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return ((k.to(torch.int64) + 1023) << 52).view(torch.float64)
 
 
+def exp2_coefficients(dtype: torch.dtype) -> list[float]:
+    """c_0 .. c_n of 2^f's Taylor polynomial, c_n = (ln 2)^n / n! (each rounded to ``dtype`` where used)."""
+    return [LN2 ** n / math.factorial(n) for n in range(_EXP2_TERMS[dtype] + 1)]
+
+
 def exp2_(y: torch.Tensor) -> torch.Tensor:
     """2^y for float32 or float64 ``y``, overwriting ``y``. Below 2^-126 (float32) the result is
     the smallest normal, so -inf gives a value that every quantization below rounds to 0.
@@ -44,10 +49,10 @@ def exp2_(y: torch.Tensor) -> torch.Tensor:
     y.clamp_(low, high)
     k = torch.round(y)
     f = y.sub_(k)
-    terms = _EXP2_TERMS[y.dtype]
-    p = f * (LN2 ** terms / math.factorial(terms))
-    for n in range(terms - 1, 0, -1):
-        p.add_(LN2 ** n / math.factorial(n)).mul_(f)
+    coefficients = exp2_coefficients(y.dtype)
+    p = f * coefficients[-1]
+    for c in reversed(coefficients[1:-1]):
+        p.add_(c).mul_(f)
     return p.add_(1.0).mul_(power_of_two(k, y.dtype))
 
 

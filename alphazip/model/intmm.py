@@ -101,10 +101,12 @@ class QuantLinear:
 
     def apply_quantized(self, values: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """The layer on rows already quantized: ``values`` [M, in] (integers as float) and ``step`` [M, 1]."""
-        integers = values.to(torch.int32)
-        low = ((integers + 128) & 255) - 128  # value = 256 high + low, both halves in int8 range
-        high = (integers - low) >> 8
-        rows = len(integers)
-        halves = int_matmul(torch.cat([high, low]).to(torch.int8), self.weight_t)
-        combined = halves[:rows].float().mul_(256.0).add_(halves[rows:].float())
+        rows = len(values)
+        # value = 256 high + low with both halves in int8 range; every step below is exact.
+        high = (values + 128.0).mul_(1.0 / 256).floor_()
+        halves = torch.empty((2 * rows, values.shape[1]), dtype=torch.int8)
+        halves[:rows] = high
+        halves[rows:] = values.sub_(high.mul_(256.0))
+        products = int_matmul(halves, self.weight_t)  # int32 [2M, out]
+        combined = products[:rows].mul(256.0).add_(products[rows:])  # int32 converted to float32, then summed
         return combined.mul_(self.scale).mul_(step)

@@ -1,0 +1,164 @@
+/* The exact engine's attention in one pass per query row, over an int8 KV cache.
+ *
+ * It computes bit for bit what ExactEngine's torch path computes (alphazip/model/exact.py):
+ * every float operation below is one exactly rounded IEEE operation in the same order, and
+ * every sum is a sum of integers. So it must be built without -ffast-math and with
+ * -ffp-contract=off (no fused multiply-add), and the two paths are tested against each other.
+ *
+ * Called through ctypes; the float32 constants come from Python so both paths share them.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
+
+static inline float round_even(float x) {
+    return (x + ROUNDER) - ROUNDER; /* not folded: IEEE semantics hold without -ffast-math */
+}
+
+static inline float power_of_two(int k) {
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+/* exactmath.exp2_: clamp, split into integer and fraction, Horner polynomial, times 2^k.
+ * Branch-free so that the loops calling it vectorize. */
+#define EXP2_TERMS 7 /* exactmath's float32 polynomial degree; fixed here so the loops unroll and vectorize */
+
+static inline float exp2_exact(float y, const float *c) {
+    y = y < -126.0f ? -126.0f : y; /* -inf clamps low */
+    y = y > 127.0f ? 127.0f : y;
+    float k = round_even(y);
+    float f = y - k;
+    float p = f * c[7];
+    p = (p + c[6]) * f;
+    p = (p + c[5]) * f;
+    p = (p + c[4]) * f;
+    p = (p + c[3]) * f;
+    p = (p + c[2]) * f;
+    p = (p + c[1]) * f;
+    return (p + 1.0f) * power_of_two((int)k);
+}
+
+#define LANES 16
+
+/* The largest of x[0..n-1] (n >= 1), in lanes so that it vectorizes; a max is the same in any order. */
+static inline float largest(const float *x, int n) {
+    float lanes[LANES];
+    for (int l = 0; l < LANES; l++) lanes[l] = x[0];
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
+    for (; j < n; j++) lanes[0] = x[j] > lanes[0] ? x[j] : lanes[0];
+    float top = lanes[0];
+    for (int l = 1; l < LANES; l++) top = lanes[l] > top ? lanes[l] : top;
+    return top;
+}
+
+#define SUM_PIECE 1024 /* keys summed in int32 at a time: 1024 * 2^20 and 1024 * 16383 * 127 < 2^31 */
+
+/* The ``group`` query rows of one position against keys first..last of one (sequence, kv head):
+ * see alphazip_attend. ``q`` and ``out`` hold the rows ``stride`` values apart, ``row_scale`` stride / dim.
+ * Built for three instruction sets, picked at load time: integer sums and elementwise IEEE
+ * operations give the same bits on each (no FMA: -ffp-contract=off). */
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void attend_position(const int8_t *q, const float *row_scale, long stride, int group, int first, int last,
+                            int dim, int length, const int8_t *keys_t, const float *kstep, const int8_t *values,
+                            const float *vstep, float *out, const float *constants, float *scores,
+                            int32_t *integers, int32_t *acc32, int64_t *acc) {
+    const float unit = constants[0], levels_max = constants[1];
+    const float *coefficients = constants + 2;
+    const int n = last - first + 1;
+    kstep += first, vstep += first, values += (long)first * dim;
+    /* Dot products along contiguous keys (the cache holds them transposed), every row at once. */
+    memset(integers, 0, sizeof(int32_t) * (size_t)n * group);
+    for (int d = 0; d < dim; d++) {
+        const int8_t *column = keys_t + (long)d * length + first;
+        for (int g = 0; g < group; g++) {
+            const int32_t factor = q[g * stride + d];
+            int32_t *dots = integers + (long)g * n;
+            for (int j = 0; j < n; j++) dots[j] += factor * (int32_t)column[j];
+        }
+    }
+    for (int g = 0; g < group; g++) {
+        int32_t *ints = integers + (long)g * n;
+        float *row = scores + (long)g * n;
+        const float scale = row_scale[(long)g * (stride / dim)];
+        for (int j = 0; j < n; j++) row[j] = ((float)ints[j] * kstep[j]) * scale;
+        const float top = largest(row, n);
+        for (int j = 0; j < n; j++) {
+            float e = exp2_exact(row[j] - top, coefficients);
+            ints[j] = (int32_t)round_even(e * unit);
+            row[j] = e * vstep[j];
+        }
+        int64_t units = 0;
+        for (int piece = 0; piece < n; piece += SUM_PIECE) {
+            int32_t sum = 0;
+            for (int j = piece; j < n && j < piece + SUM_PIECE; j++) sum += ints[j];
+            units += sum;
+        }
+        float weight_top = largest(row, n);
+        if (!(weight_top > 0.0f)) weight_top = 1.0f;
+        const float reciprocal = 1.0f / weight_top;
+        const float to_levels = reciprocal * levels_max;
+        for (int j = 0; j < n; j++) ints[j] = (int32_t)round_even(row[j] * to_levels);
+        memset(acc, 0, sizeof(int64_t) * (size_t)dim);
+        for (int piece = 0; piece < n; piece += SUM_PIECE) {
+            memset(acc32, 0, sizeof(int32_t) * (size_t)dim);
+            for (int j = piece; j < n && j < piece + SUM_PIECE; j++) {
+                const int32_t level = ints[j];
+                if (level == 0) continue;
+                const int8_t *value = values + (long)j * dim;
+                for (int d = 0; d < dim; d++) acc32[d] += level * (int32_t)value[d];
+            }
+            for (int d = 0; d < dim; d++) acc[d] += acc32[d];
+        }
+        const double factor = ((double)weight_top / (double)levels_max) / ((double)units / (double)unit);
+        float *target = out + g * stride;
+        for (int d = 0; d < dim; d++) target[d] = (float)((double)acc[d] * factor);
+    }
+}
+
+/* Attention of every query row of every (sequence, kv head) pair.
+ *
+ * q          int8  [batch, kv_heads, group, count, dim]   queries' int8 values
+ * row_scale  float [batch, kv_heads, group, count]        query step * score scale * log2(e)
+ * keys_t     int8  [batch, kv_heads, dim, length]  (keys transposed), key_steps float [batch, kv_heads, length]
+ * values     int8  [batch, kv_heads, length, dim], value_steps float [batch, kv_heads, length]
+ * out        float [batch, kv_heads, group, count, dim]
+ * The row at position start + i sees keys j <= start + i, and j > start + i - window if window > 0.
+ * constants: [0] 2^20 (softmax unit), [1] 16383 (weight levels), [2..] the exp2 coefficients c_0..c_terms.
+ */
+void alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int length, int start, int window,
+                     const int8_t *q, const float *row_scale, const int8_t *keys_t, const float *key_steps,
+                     const int8_t *values, const float *value_steps, float *out, const float *constants, int terms,
+                     int threads) {
+    if (terms != EXP2_TERMS) return; /* the Python side checks this before calling */
+    const long pairs = (long)batch * kv_heads, stride = (long)count * dim;
+#pragma omp parallel num_threads(threads)
+    {
+        const size_t most = (size_t)(start + count) * (size_t)group;
+        float *scores = malloc(sizeof(float) * most);
+        int32_t *integers = malloc(sizeof(int32_t) * most), *acc32 = malloc(sizeof(int32_t) * (size_t)dim);
+        int64_t *acc = malloc(sizeof(int64_t) * (size_t)dim);
+#pragma omp for schedule(dynamic, 4)
+        for (long index = 0; index < pairs * count; index++) {
+            const long pair = index / count;
+            const int i = (int)(index % count), position = start + i;
+            const int first = window > 0 && position - window + 1 > 0 ? position - window + 1 : 0;
+            const long head = pair * group * count + i; /* row (pair, g = 0, i) */
+            attend_position(q + head * dim, row_scale + head, stride, group, first, position, dim, length,
+                            keys_t + pair * length * dim, key_steps + pair * length, values + pair * length * dim,
+                            value_steps + pair * length, out + head * dim, constants, scores, integers,
+                            acc32, acc);
+        }
+        free(scores);
+        free(integers);
+        free(acc32);
+        free(acc);
+    }
+}

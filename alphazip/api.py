@@ -467,6 +467,11 @@ def _check_model(header: Header, model: LanguageModel) -> None:
             f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
             f"not {model.name!r} ({model.fingerprint[:12]})")
     if header.probe != model.probe(header.engine):  # checked before anything is decoded or written
+        if model.exact(header.engine):  # the same on every machine: the model or the code differs
+            raise ModelMismatchError(
+                f"engine {header.engine} gives other logits here than when the archive was packed (probe "
+                f"fingerprint {model.probe(header.engine)[:12]}, archive {header.probe[:12]}): a changed model "
+                f"file or a damaged archive")
         raise ModelMismatchError(
             f"this machine's kernels give other logits than the packing machine's (probe fingerprint "
             f"{model.probe(header.engine)[:12]}, archive {header.probe[:12]}){_setup_difference(header)}")

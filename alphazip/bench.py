@@ -391,5 +391,18 @@ def machine() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     return {"commit": commit or "unknown", "date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            **library_versions()}
+            "cpu": platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), **library_versions()}
+
+
+def cpu_model() -> str:
+    """The CPU's name and the vector features that decide its speed (lscpu's facts, from /proc)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    name = lines.get("model name\t", "unknown").strip()
+    flags = set(lines.get("flags\t\t", "").split())
+    features = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{name} ({', '.join(features) or 'no AVX2'})"

@@ -65,9 +65,12 @@ def pack(
         help="Tokens per chunk: longer packs smaller, runs slower. Default 1024, shorter for inputs "
              "under 8 chunks (at least 128), so that they unpack in parallel.")] = None,
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16: the float engines' precision (the exact engine "
+                                       "has its own integer arithmetic).")] = api.DEFAULT_DTYPE,
     mode: Annotated[str, typer.Option(help="auto (smaller of model and raw), model, or raw.")] = "auto",
-    engine: Annotated[str, typer.Option(help="Inference path: auto (the model's fastest), alphazip-llama-2, alphazip-gemma3-1 or transformers-static-step.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Inference path: auto (the exact engine, alphazip-exact-1: decodes on any "
+                                        "CPU), or by name alphazip-llama-2, alphazip-gemma3-1, transformers-static-step "
+                                        "(their archives decode only where the kernels sum alike).")] = "auto",
     frame_size: Annotated[int, typer.Option(help="Input bytes coded as one frame; memory is bounded by it.")] = api.FRAME_BYTES,
     threads: Threads = 0,
 ):

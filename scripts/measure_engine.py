@@ -1,7 +1,8 @@
-"""Issue 5 figures in one run: pack and unpack with default settings against transformers' full
-forward pass on the same chunks, and the archive against one made from transformers' fp32 logits.
+"""Engine figures in one run: pack and unpack with default settings against transformers' full
+forward pass on the same chunks (fp32 and bf16), the archive and the ideal code length against
+those from transformers' fp32 logits, and optionally the float engine and the lockstep path.
 
-    python scripts/measure_engine.py ../shared/corpus/alice29.txt ../shared/corpus/asyoulik.txt --bytes 200000
+    python scripts/measure_engine.py ../shared/corpus/alice29.txt --bytes 152089 --float-engine
     python scripts/measure_engine.py ../shared/corpus/alice29.txt --bytes 20000 --model gemma3-270m --lockstep
 
 The input is the files joined, cut to ``--bytes``. Transformers' bf16 full forward is timed on
@@ -20,7 +21,7 @@ from alphazip import Compressor, Decompressor, ModelMismatchError, api, containe
 from alphazip.bench import machine, peak_memory_mib, reset_peak_memory
 from alphazip.model.lm import TRANSFORMERS_ENGINE
 from alphazip.ranks import ranks_of
-from alphazip.schedule import Scores
+from alphazip.schedule import Scores, _ideal_bits, score_chunks
 
 
 def timed(work):
@@ -33,8 +34,8 @@ def timed(work):
 
 @torch.inference_mode()
 def transformers_full_pass(model, chunks: list[np.ndarray], batch: int = 4) -> tuple[Scores, float]:
-    """Ranks of every token from transformers' full forward pass (no cache), and its seconds."""
-    ranks, seconds = [], 0.0
+    """Ranks and ideal bits of every chunk from transformers' full forward pass (no cache), and its seconds."""
+    ranks, bits, seconds = [], [], 0.0
     for start in range(0, len(chunks), batch):
         group = chunks[start:start + batch]
         width = max(map(len, group))
@@ -45,8 +46,10 @@ def transformers_full_pass(model, chunks: list[np.ndarray], batch: int = 4) -> t
         logits = model.hf(input_ids=torch.from_numpy(inputs)).logits.float()
         seconds += time.perf_counter() - began
         for row, chunk in enumerate(group):
-            ranks.append(ranks_of(logits[row, :len(chunk)], torch.from_numpy(chunk)).numpy())
-    return Scores(ranks, [0.0] * len(ranks)), seconds
+            target = torch.from_numpy(chunk)
+            ranks.append(ranks_of(logits[row, :len(chunk)], target).numpy())
+            bits.append(float(_ideal_bits(logits[row, :len(chunk)], target).sum()))
+    return Scores(ranks, bits), seconds
 
 
 def main() -> None:
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--bf16-chunks", type=int, default=4, help="full chunks timed on transformers bf16")
     parser.add_argument("--model", default=api.Settings.model, help="model to measure (default: the default model)")
     parser.add_argument("--lockstep", action="store_true", help="also pack and unpack on the transformers lockstep path")
+    parser.add_argument("--float-engine", action="store_true", help="also pack and unpack on the float engine it replaces")
     args = parser.parse_args()
     data = b"".join(path.read_bytes() for path in args.files)[: args.bytes]
     settings = api.Settings(model=args.model)
@@ -69,7 +73,12 @@ def main() -> None:
           f"default settings: {settings.dtype}, batch {settings.batch}, engine {api.engine_for(model, 'auto')}, "
           f"unpack batch {api.DECODE_BATCH}; {machine()}")
 
-    blob, pack_seconds, pack_rss = timed(lambda: packer.compress(data))
+    engine = api.engine_for(model, "auto")
+    # Packing is scoring plus coding: timed as the two, so that the scores (ideal bits) are kept.
+    ours_scores, score_seconds, score_rss = timed(
+        lambda: [score_chunks(model, frame, settings.batch, engine=engine) for frame in frame_chunks])
+    blob, code_seconds, code_rss = timed(lambda: container.write(packer.pack(data, scores=ours_scores)))
+    pack_seconds, pack_rss = score_seconds + code_seconds, max(score_rss, code_rss)
     restored, unpack_seconds, unpack_rss = timed(lambda: Decompressor().decompress(blob))
     assert restored == data, "round trip failed"
     pack, unpack = tokens / pack_seconds, tokens / unpack_seconds
@@ -92,7 +101,23 @@ def main() -> None:
     print(f"--backend {settings.backend}: {len(blob):,} B ({8 * len(blob) / len(data):.4f} bpb, {ours.mode} mode) vs "
           f"{len(theirs):,} B ({8 * len(theirs) / len(data):.4f} bpb) from transformers' fp32 logits: "
           f"{100 * (len(blob) / len(theirs) - 1):+.2f} %")
+    ideal, reference_ideal = (sum(sum(frame.bits) for frame in scores_) for scores_ in (ours_scores, scores))
+    print(f"ideal code length: {ideal / 8:,.0f} B ({ideal / len(data):.4f} bpb) vs transformers fp32 "
+          f"{reference_ideal / 8:,.0f} B ({reference_ideal / len(data):.4f} bpb): {100 * (ideal / reference_ideal - 1):+.2f} %")
     print(f"guard: {refusal_of_altered_probe(blob)}")
+    if args.float_engine:
+        float_engine = model.engines[1]  # the float engine the exact one replaced, kept for old archives
+        floater = Compressor(dataclasses.replace(settings, engine=float_engine))
+        float_blob, float_pack_seconds, _ = timed(lambda: floater.compress(data))
+        try:
+            float_restored, float_unpack_seconds, _ = timed(lambda: Decompressor().decompress(float_blob))
+            outcome = f"unpack {tokens / float_unpack_seconds:6.0f} tok/s, bytes identical: {float_restored == data}"
+        except ModelMismatchError as error:
+            outcome = f"unpack FAILED: {error}"
+        except Exception as error:  # noqa: BLE001 - a chunk CRC failure is the measured outcome here
+            outcome = f"unpack FAILED: {error}"
+        print(f"float engine ({float_engine}): pack {tokens / float_pack_seconds:6.0f} tok/s, {outcome}, "
+              f"{len(float_blob):,} B")
     if args.lockstep:
         stepper = Compressor(dataclasses.replace(settings, engine=TRANSFORMERS_ENGINE))
         slow_blob, slow_pack_seconds, _ = timed(lambda: stepper.compress(data))

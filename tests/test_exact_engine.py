@@ -116,5 +116,5 @@ def test_the_kernel_is_built_where_a_compiler_is():
 @pytest.mark.parametrize("segment", [1, 64])
 def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, segment):
     with_kernel = stepped(engine, tokens, segment)
-    monkeypatch.setattr(native, "_KERNEL", None)
+    monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(stepped(engine, tokens, segment), with_kernel)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphazip.model import exactmath as xm
-from alphazip.model import intmm
+from alphazip.model import intmm, native
 
 
 def test_exp_is_accurate_in_both_dtypes():
@@ -80,3 +80,21 @@ def test_quant_linear_is_close_to_the_float_product():
     layer = intmm.QuantLinear(weight)
     expected = x @ weight.t()
     assert float((layer(x) - expected).abs().max()) < 0.03 * float(expected.abs().max())
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+def test_compiled_linear_and_gates_give_the_torch_bits(monkeypatch):
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 96, generator=generator) * torch.logspace(-3, 3, 37)[:, None]
+    x[3] = 0.0  # a row of zeros
+    gate = torch.linspace(-120, 120, 37 * 96).view(37, 96)
+    layer = intmm.QuantLinear(torch.randn(50, 96, generator=generator))
+    compiled = [layer(x), *(native.gate(kind, gate, x, constants()) for kind in ("silu", "gelu_tanh"))]
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    assert torch.equal(compiled[0], layer(x))
+    assert torch.equal(compiled[1], xm.silu(gate) * x)
+    assert torch.equal(compiled[2], xm.gelu_tanh(gate) * x)
+
+
+def constants() -> torch.Tensor:
+    return torch.tensor([xm.LOG2E, xm.GELU_CUBIC, xm.GELU_SCALE, *xm.exp2_coefficients(torch.float32)])

@@ -58,3 +58,13 @@ def test_unpacks_as_another_cpu(archives, tmp_path, packed, setting, options, ex
     done = alphazip(["unpack", str(archives[packed]), "-o", str(target), "-m", TINY, "-q", *options], setting, extra)
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == TEXT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["avx2", "default"])
+def test_default_model_golden_archive_unpacks_as_another_cpu(tmp_path, setting):
+    golden = Path(__file__).parent / "data" / "golden" / "v2" / "exact-smollm2-brotli.az"
+    target = tmp_path / "out.txt"
+    done = alphazip(["unpack", str(golden), "-o", str(target), "-q", "--batch", "3", "-T", "1"], setting)
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == TEXT[:600]

@@ -162,3 +162,72 @@ void alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int
         free(acc);
     }
 }
+
+/* QuantLinear's input side (intmm.py): each row quantized symmetrically to +-levels and split
+ * into int8 halves, value = 256 high + low; ``halves`` is [2 rows, width] (highs, then lows). */
+void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
+                             int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (long)r * width;
+        float top = 0.0f;
+        for (int c = 0; c < width; c++) {
+            const float magnitude = fabsf(row[c]);
+            top = magnitude > top ? magnitude : top;
+        }
+        if (!(top > 0.0f)) top = 1.0f;
+        const float reciprocal = 1.0f / top;
+        const float factor = reciprocal * levels;
+        int8_t *high = halves + (long)r * width, *low = halves + ((long)rows + r) * width;
+        for (int c = 0; c < width; c++) {
+            float value = round_even(row[c] * factor);
+            value = value < -levels ? -levels : value;
+            value = value > levels ? levels : value;
+            const float upper = floorf((value + 128.0f) * (1.0f / 256.0f));
+            high[c] = (int8_t)upper;
+            low[c] = (int8_t)(value - upper * 256.0f);
+        }
+        steps[r] = top / levels;
+    }
+}
+
+/* QuantLinear's output side: the two halves' int32 products combined and scaled, in torch's order,
+ * into rows ``out_stride`` floats apart (a block of columns of a wider output). */
+void alphazip_dequantize(int rows, int cols, const int32_t *products, const float *scale, const float *steps,
+                         float *out, long out_stride, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const int32_t *high = products + (long)r * cols, *low = products + ((long)rows + r) * cols;
+        float *target = out + (long)r * out_stride;
+        const float step = steps[r];
+        for (int c = 0; c < cols; c++) target[c] = (((float)high[c] * 256.0f + (float)low[c]) * scale[c]) * step;
+    }
+}
+
+/* The MLP's gate times up, as exactmath computes it: kind 0 SiLU, x / (2^(-x log2 e) + 1);
+ * kind 1 GELU (tanh), x / (2^((-2 u) log2 e) + 1) with u = (x + x^3 c) sqrt(2/pi).
+ * constants: [0] log2 e, [1] 0.044715, [2] sqrt(2/pi), [3..] the exp2 coefficients c_0..c_7. */
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void gate_rows(long first, long last, int kind, const float *gate, const float *up, float *out,
+                      const float *constants) {
+    const float *coefficients = constants + 3;
+    for (long i = first; i < last; i++) {
+        const float x = gate[i];
+        float z;
+        if (kind == 0) {
+            z = (-x) * constants[0];
+        } else {
+            const float u = (x + ((x * x) * x) * constants[1]) * constants[2];
+            z = (u * -2.0f) * constants[0];
+        }
+        out[i] = (x / (exp2_exact(z, coefficients) + 1.0f)) * up[i];
+    }
+}
+
+void alphazip_gate(long count, int kind, const float *gate, const float *up, float *out, const float *constants,
+                   int threads) {
+    const long piece = 4096;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long first = 0; first < count; first += piece)
+        gate_rows(first, first + piece < count ? first + piece : count, kind, gate, up, out, constants);
+}

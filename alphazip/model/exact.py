@@ -122,6 +122,8 @@ class ExactEngine:
         # The compiled kernel's float32 constants, the very values the torch path uses.
         self._constants = torch.tensor([SOFTMAX_UNIT, VALUE_WEIGHT_LEVELS, *xm.exp2_coefficients(torch.float32)],
                                        dtype=torch.float32)
+        self._gate_constants = torch.tensor([xm.LOG2E, xm.GELU_CUBIC, xm.GELU_SCALE, *xm.exp2_coefficients(torch.float32)],
+                                            dtype=torch.float32)
 
     @property
     def logits_width(self) -> int:
@@ -150,12 +152,18 @@ class ExactEngine:
             out = layer.o(attended)
             x = x + (xm.rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
             gate, up = layer.gate_up(xm.rms_norm(x, layer.norm2, c.eps)).split(layer.intermediate, dim=-1)
-            out = layer.down((xm.silu(gate) if c.gate == "silu" else xm.gelu_tanh(gate)) * up)
+            out = layer.down(self._gate(gate, up))
             x = x + (xm.rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
         logits = self.head(xm.rms_norm(x, self.final_norm, c.eps))
         if c.softcap:
             logits = xm.tanh(logits / c.softcap) * c.softcap
         return logits
+
+    def _gate(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """The MLP's activation: silu(gate) * up (Llama) or gelu_tanh(gate) * up (Gemma)."""
+        if native.available():
+            return native.gate(self.config.gate, gate.contiguous(), up.contiguous(), self._gate_constants)
+        return (xm.silu(gate) if self.config.gate == "silu" else xm.gelu_tanh(gate)) * up
 
     def _attention(self, qkv: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> torch.Tensor:
         """Layer ``index``'s attention for projected ``qkv`` [B, T, (H + 2 KV) D] at ``start``; its keys

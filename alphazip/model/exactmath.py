@@ -71,9 +71,12 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     return x / exp(-x).add_(1.0)
 
 
+GELU_CUBIC, GELU_SCALE = 0.044715, math.sqrt(2.0 / math.pi)
+
+
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU's tanh approximation, 0.5 x (1 + tanh(u)) = x * sigmoid(2u), Gemma's gate."""
-    u = (x + (x * x * x) * 0.044715) * math.sqrt(2.0 / math.pi)
+    u = (x + (x * x * x) * GELU_CUBIC) * GELU_SCALE
     return x / exp(u * -2.0).add_(1.0)
 
 

@@ -1,9 +1,10 @@
-"""The optional compiled attention kernel (``_attention.c``), loaded with ctypes.
+"""The exact engine's optional compiled kernels (``_attention.c``), loaded with ctypes.
 
-It computes what the exact engine's torch path computes, bit for bit, in one pass per query row
-over an int8 cache instead of a dozen passes over float32 copies. Where it was not built (no C
-compiler at install time), :func:`attend` is None and the torch path runs; ``ALPHAZIP_NATIVE=0``
-turns it off (tests compare the two).
+Each computes what the torch path computes, bit for bit, in one pass instead of a dozen:
+attention per query row over the int8 cache, a linear layer's activation quantization and its
+output scaling, and the MLP's gate. Where they were not built (no C compiler at install time),
+:func:`available` is False and the torch path runs; ``ALPHAZIP_NATIVE=0`` turns them off (the
+tests compare the two).
 """
 
 import ctypes
@@ -16,26 +17,36 @@ _FOLDER = Path(__file__).parent
 KERNEL_EXP2_TERMS = 7  # EXP2_TERMS in _attention.c
 
 
+_INT, _LONG, _FLOAT, _POINTER = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
+_SIGNATURES = {
+    "alphazip_attend": [_INT] * 8 + [_POINTER] * 8 + [_INT] * 2,
+    "alphazip_quantize_split": [_INT, _INT, _POINTER, _FLOAT, _POINTER, _POINTER, _INT],
+    "alphazip_dequantize": [_INT, _INT] + [_POINTER] * 4 + [_LONG, _INT],
+    "alphazip_gate": [_LONG, _INT] + [_POINTER] * 4 + [_INT],
+}
+
+
 def _load():
     if os.environ.get("ALPHAZIP_NATIVE") == "0":
         return None
-    for library in sorted(_FOLDER.glob("_attention*.so")):
+    for path in sorted(_FOLDER.glob("_attention*.so")):
         try:
-            function = ctypes.CDLL(str(library)).alphazip_attend
+            library = ctypes.CDLL(str(path))
+            for name, arguments in _SIGNATURES.items():
+                function = getattr(library, name)
+                function.restype, function.argtypes = None, arguments
         except (OSError, AttributeError):
             continue
-        function.restype = None
-        function.argtypes = [ctypes.c_int] * 8 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 2
-        return function
+        return library
     return None
 
 
-_KERNEL = _load()
+_LIBRARY = _load()
 
 
 def available() -> bool:
-    """Whether the compiled kernel is in use in this process."""
-    return _KERNEL is not None
+    """Whether the compiled kernels are in use in this process."""
+    return _LIBRARY is not None
 
 
 def _pointer(tensor: torch.Tensor) -> int:
@@ -52,7 +63,35 @@ def attend(q: torch.Tensor, row_scale: torch.Tensor, start: int, window: int | N
     out = torch.empty(q.shape, dtype=torch.float32)
     terms = len(constants) - 3  # unit, levels, then c_0 .. c_terms
     assert terms == KERNEL_EXP2_TERMS, "the kernel's polynomial has a fixed degree"
-    _KERNEL(batch, kv_heads, group, count, dim, keys.shape[3], start, window or 0,
+    _LIBRARY.alphazip_attend(batch, kv_heads, group, count, dim, keys.shape[3], start, window or 0,
             _pointer(q), _pointer(row_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
             _pointer(value_steps), _pointer(out), _pointer(constants), terms, torch.get_num_threads())
+    return out
+
+
+def quantize_split(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` [M, K] float32 quantized per row to +-``levels`` and split into int8 halves [2M, K]
+    (highs, then lows), and the steps [M, 1]: what ``QuantLinear`` does in torch."""
+    rows, width = x.shape
+    halves = torch.empty((2 * rows, width), dtype=torch.int8)
+    steps = torch.empty((rows, 1), dtype=torch.float32)
+    _LIBRARY.alphazip_quantize_split(rows, width, _pointer(x), float(levels), _pointer(halves), _pointer(steps),
+                                     torch.get_num_threads())
+    return halves, steps
+
+
+def dequantize(products: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor, out: torch.Tensor) -> None:
+    """The halves' int32 products [2M, N] combined and scaled per column and row into ``out``
+    [M, N] float32, whose rows may be further apart (a block of a wider output's columns)."""
+    rows, cols = products.shape[0] // 2, products.shape[1]
+    assert out.shape == (rows, cols) and out.stride(1) == 1 and products.is_contiguous()
+    _LIBRARY.alphazip_dequantize(rows, cols, _pointer(products), _pointer(scale), _pointer(steps), out.data_ptr(),
+                                 out.stride(0), torch.get_num_threads())
+
+
+def gate(kind: str, gate_values: torch.Tensor, up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up or gelu_tanh(gate) * up, elementwise, as exactmath computes them."""
+    out = torch.empty_like(gate_values)
+    _LIBRARY.alphazip_gate(gate_values.numel(), 0 if kind == "silu" else 1, _pointer(gate_values), _pointer(up),
+                           _pointer(out), _pointer(constants), torch.get_num_threads())
     return out

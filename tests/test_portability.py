@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY
 
 from alphazip import container
+from alphazip.model import native
 from alphazip.model.exact import EXACT_ENGINE_NAME
 from alphazip.model.isa import FORCE_FLOAT_PRODUCTS, ISA_SETTINGS
 
@@ -22,6 +23,16 @@ def alphazip(args: list[str], setting: str, extra: dict | None = None) -> subpro
     env = {**os.environ, **ISA_SETTINGS[setting], **(extra or {})}
     command = [sys.executable, "-c", "from alphazip.cli import main; main()", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@pytest.mark.parametrize(("setting", "expected"), [("avx2", "AVX2"), ("default", "x86-64")])
+def test_the_compiled_kernels_follow_the_setting(setting, expected):
+    """So that the cases below run each build of the kernels, not only this CPU's best."""
+    env = {**os.environ, **ISA_SETTINGS[setting]}
+    command = [sys.executable, "-c", "from alphazip.model import native; print(native.variant())"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == expected
 
 
 @pytest.fixture(scope="module")

@@ -63,10 +63,8 @@ static inline float largest(const float *x, int n) {
 
 /* The ``group`` query rows of one position against keys first..last of one (sequence, kv head):
  * see alphazip_attend. ``q`` and ``out`` hold the rows ``stride`` values apart, ``row_scale`` stride / dim.
- * Built for three instruction sets, picked at load time: integer sums and elementwise IEEE
- * operations give the same bits on each (no FMA: -ffp-contract=off). */
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-static void attend_position(const int8_t *q, const float *row_scale, long stride, int group, int first, int last,
+ * Inlined into one variant per instruction set (below). */
+static inline __attribute__((always_inline)) void attend_position_body(const int8_t *q, const float *row_scale, long stride, int group, int first, int last,
                             int dim, int length, const int8_t *keys_t, const float *kstep, const int8_t *values,
                             const float *vstep, float *out, const float *constants, float *scores,
                             int32_t *integers, int32_t *acc32, int64_t *acc) {
@@ -122,6 +120,20 @@ static void attend_position(const int8_t *q, const float *row_scale, long stride
         for (int d = 0; d < dim; d++) target[d] = (float)((double)acc[d] * factor);
     }
 }
+
+/* Each hot loop is compiled three times, for baseline x86-64, AVX2 and x86-64-v4 (AVX-512); integer
+ * sums and elementwise IEEE operations give the same bits on each (no FMA: -ffp-contract=off).
+ * alphazip_select_isa picks one, following torch's own choice (ATEN_CPU_CAPABILITY included), so
+ * that one machine can run, and test, every variant. */
+#define ATTEND_PARAMETERS const int8_t *q, const float *row_scale, long stride, int group, int first, int last, \
+    int dim, int length, const int8_t *keys_t, const float *kstep, const int8_t *values, const float *vstep, \
+    float *out, const float *constants, float *scores, int32_t *integers, int32_t *acc32, int64_t *acc
+#define ATTEND_ARGUMENTS q, row_scale, stride, group, first, last, dim, length, keys_t, kstep, values, vstep, out, \
+    constants, scores, integers, acc32, acc
+static void attend_baseline(ATTEND_PARAMETERS) { attend_position_body(ATTEND_ARGUMENTS); }
+__attribute__((target("avx2"))) static void attend_avx2(ATTEND_PARAMETERS) { attend_position_body(ATTEND_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void attend_v4(ATTEND_PARAMETERS) { attend_position_body(ATTEND_ARGUMENTS); }
+static void (*attend_position)(ATTEND_PARAMETERS) = attend_baseline;
 
 /* Attention of every query row of every (sequence, kv head) pair.
  *
@@ -207,9 +219,8 @@ void alphazip_dequantize(int rows, int cols, const int32_t *products, const floa
 /* The MLP's gate times up, as exactmath computes it: kind 0 SiLU, x / (2^(-x log2 e) + 1);
  * kind 1 GELU (tanh), x / (2^((-2 u) log2 e) + 1) with u = (x + x^3 c) sqrt(2/pi).
  * constants: [0] log2 e, [1] 0.044715, [2] sqrt(2/pi), [3..] the exp2 coefficients c_0..c_7. */
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-static void gate_rows(long first, long last, int kind, const float *gate, const float *up, float *out,
-                      const float *constants) {
+static inline __attribute__((always_inline)) void gate_rows_body(long first, long last, int kind, const float *gate,
+                                                                 const float *up, float *out, const float *constants) {
     const float *coefficients = constants + 3;
     for (long i = first; i < last; i++) {
         const float x = gate[i];
@@ -222,6 +233,27 @@ static void gate_rows(long first, long last, int kind, const float *gate, const 
         }
         out[i] = (x / (exp2_exact(z, coefficients) + 1.0f)) * up[i];
     }
+}
+
+#define GATE_PARAMETERS long first, long last, int kind, const float *gate, const float *up, float *out, \
+    const float *constants
+#define GATE_ARGUMENTS first, last, kind, gate, up, out, constants
+static void gate_baseline(GATE_PARAMETERS) { gate_rows_body(GATE_ARGUMENTS); }
+__attribute__((target("avx2"))) static void gate_avx2(GATE_PARAMETERS) { gate_rows_body(GATE_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void gate_v4(GATE_PARAMETERS) { gate_rows_body(GATE_ARGUMENTS); }
+static void (*gate_rows)(GATE_PARAMETERS) = gate_baseline;
+
+/* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), lowered to what
+ * this CPU has. Returns the level in use. */
+int alphazip_select_isa(int level) {
+    __builtin_cpu_init();
+    if (level >= 2 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+                        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
+        level = 1;
+    if (level >= 1 && !__builtin_cpu_supports("avx2")) level = 0;
+    attend_position = level == 2 ? attend_v4 : level == 1 ? attend_avx2 : attend_baseline;
+    gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
+    return level;
 }
 
 void alphazip_gate(long count, int kind, const float *gate, const float *up, float *out, const float *constants,

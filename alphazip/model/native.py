@@ -26,6 +26,11 @@ _SIGNATURES = {
 }
 
 
+# The kernels' variant follows torch's own instruction-set choice, which ATEN_CPU_CAPABILITY
+# lowers: so the settings that make torch act as another CPU exercise the kernels' variants too.
+_ISA_LEVELS = {"DEFAULT": 0, "AVX2": 1, "AVX512": 2}
+
+
 def _load():
     if os.environ.get("ALPHAZIP_NATIVE") == "0":
         return None
@@ -35,10 +40,16 @@ def _load():
             for name, arguments in _SIGNATURES.items():
                 function = getattr(library, name)
                 function.restype, function.argtypes = None, arguments
+            library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
             continue
+        global ISA
+        ISA = library.alphazip_select_isa(_ISA_LEVELS.get(torch.backends.cpu.get_cpu_capability(), 0))
         return library
     return None
+
+
+ISA: int | None = None  # the kernels' variant in use: 0 baseline x86-64, 1 AVX2, 2 AVX-512
 
 
 _LIBRARY = _load()
@@ -47,6 +58,11 @@ _LIBRARY = _load()
 def available() -> bool:
     """Whether the compiled kernels are in use in this process."""
     return _LIBRARY is not None
+
+
+def variant() -> str:
+    """Which of the kernels' builds runs here: "x86-64", "AVX2", "AVX-512", or "torch" (not built)."""
+    return "torch" if _LIBRARY is None else ("x86-64", "AVX2", "AVX-512")[ISA]
 
 
 def _pointer(tensor: torch.Tensor) -> int:

@@ -131,14 +131,15 @@ class ExactEngine:
 
     def new_cache(self, batch: int, length: int) -> ExactCache:
         c = self.config
-        shape = (batch, c.kv_heads, -(-length // KEY_BLOCK) * KEY_BLOCK, c.head_dim)
+        length = -(-length // KEY_BLOCK) * KEY_BLOCK  # whole key blocks
 
-        def zeros(shape, dtype):
+        def per_layer(shape, dtype):
             return [torch.zeros(shape, dtype=dtype) for _ in self.layers]
 
-        batch, kv_heads, length, dim = shape
-        return ExactCache(zeros((batch, kv_heads, dim, length), torch.int8), zeros(shape[:-1], torch.float32),
-                          zeros(shape, torch.int8), zeros(shape[:-1], torch.float32))
+        return ExactCache(per_layer((batch, c.kv_heads, c.head_dim, length), torch.int8),
+                          per_layer((batch, c.kv_heads, length), torch.float32),
+                          per_layer((batch, c.kv_heads, length, c.head_dim), torch.int8),
+                          per_layer((batch, c.kv_heads, length), torch.float32))
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache) -> torch.Tensor:
@@ -176,21 +177,14 @@ class ExactEngine:
             q, k = xm.rms_norm(q, layer.q_norm, c.eps), xm.rms_norm(k, layer.k_norm, c.eps)
         sin, cos = self._rope(c.rope_thetas[index], start + count)
         q, k = _rotate(q, cos[start:], sin[start:]), _rotate(k, cos[start:], sin[start:])
-        stop = start + count
-        for store, steps, tensor in ((cache.keys, cache.key_steps, k), (cache.values, cache.value_steps, v)):
-            values, step = xm.quantize_rows(tensor, 127)
-            steps[index][:, :, start:stop] = step[..., 0]
-            if store is cache.keys:
-                store[index][:, :, :, start:stop] = values.transpose(-1, -2)
-            else:
-                store[index][:, :, start:stop] = values
-        values, step = xm.quantize_rows(q, 127)
+        _store(cache, index, start, k, v)
+        integers, step = xm.quantize_rows(q, 127)
         group = c.heads // c.kv_heads
-        rows = values.to(torch.int8).reshape(batch, c.kv_heads, group, count, c.head_dim)
+        rows = integers.to(torch.int8).reshape(batch, c.kv_heads, group, count, c.head_dim)
         row_scale = (step * (c.score_scale * xm.LOG2E)).reshape(batch, c.kv_heads, group, count)
         if native.available():
-            out = native.attend(rows.contiguous(), row_scale.contiguous(), start, c.windows[index], cache.keys[index], cache.key_steps[index],
-                                cache.values[index], cache.value_steps[index], self._constants)
+            out = native.attend(rows.contiguous(), row_scale.contiguous(), start, c.windows[index], cache.keys[index],
+                                cache.key_steps[index], cache.values[index], cache.value_steps[index], self._constants)
         else:
             out = torch.cat([self._attend_block(rows[:, :, :, first - start:last - start],
                                                 row_scale[:, :, :, first - start:last - start], cache, index, low, span, mask)
@@ -234,6 +228,17 @@ class ExactEngine:
             table = torch.cat([sin, sin], -1).float(), torch.cat([cos, cos], -1).float()
             self._ropes[theta] = table
         return table
+
+
+def _store(cache: ExactCache, index: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Layer ``index``'s keys and values [B, KV, T, D] of positions start.., quantized into the cache."""
+    stop = start + keys.shape[2]
+    integers, step = xm.quantize_rows(keys, 127)
+    cache.keys[index][:, :, :, start:stop] = integers.transpose(-1, -2)
+    cache.key_steps[index][:, :, start:stop] = step[..., 0]
+    integers, step = xm.quantize_rows(values, 127)
+    cache.values[index][:, :, start:stop] = integers
+    cache.value_steps[index][:, :, start:stop] = step[..., 0]
 
 
 def _exact_sum(units: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from . import exactmath as xm
 from . import native
-from .engine import KEY_BLOCK, _key_blocks
+from .engine import KEY_BLOCK, _key_blocks, _rotate
 from .intmm import QuantLinear, exact_f32_matmul
 
 EXACT_ENGINE_NAME = "alphazip-exact-1"  # recorded in headers; bump when any arithmetic changes
@@ -66,14 +66,6 @@ class ExactConfig:
                    tuple(config.sliding_window if kind == SLIDING else None for kind in kinds),
                    config.query_pre_attn_scalar ** -0.5, "gelu_tanh", gemma=True,
                    softcap=getattr(config, "final_logit_softcapping", None))
-
-
-def supports(config) -> bool:
-    """Whether the exact engine computes ``config``'s model: a Llama with plain RoPE, no biases and
-    a SiLU gate, or a Gemma 3 text model with plain RoPE and no soft-capping inside attention."""
-    from . import engine, gemma
-
-    return engine.supports(config) or gemma.supports(config)
 
 
 @dataclass
@@ -176,7 +168,8 @@ class ExactEngine:
         if c.gemma:
             q, k = xm.rms_norm(q, layer.q_norm, c.eps), xm.rms_norm(k, layer.k_norm, c.eps)
         sin, cos = self._rope(c.rope_thetas[index], start + count)
-        q, k = _rotate(q, cos[start:], sin[start:]), _rotate(k, cos[start:], sin[start:])
+        cos, sin = cos[start:start + count], sin[start:start + count]
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         _store(cache, index, start, k, v)
         integers, step = xm.quantize_rows(q, 127)
         group = c.heads // c.kv_heads
@@ -247,13 +240,6 @@ def _exact_sum(units: torch.Tensor) -> torch.Tensor:
     high = torch.floor(units * (1.0 / 1024))
     low = units.sub_(high * 1024.0)
     return high.sum(-1, keepdim=True).double().mul_(1024.0).add_(low.sum(-1, keepdim=True).double())
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    count = x.shape[-2]
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:count] + rotated * sin[:count]
 
 
 def probe_fingerprint(engine: ExactEngine, vocab_size: int, first_token: int) -> str:

@@ -61,11 +61,6 @@ def exp(x: torch.Tensor) -> torch.Tensor:
     return exp2_(x * LOG2E)
 
 
-def sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """1 / (1 + e^-x)."""
-    return 1.0 / (exp(-x) + 1.0)
-
-
 def silu(x: torch.Tensor) -> torch.Tensor:
     """x * sigmoid(x), Llama's gate."""
     return x / exp(-x).add_(1.0)

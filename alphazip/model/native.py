@@ -31,9 +31,10 @@ _SIGNATURES = {
 _ISA_LEVELS = {"DEFAULT": 0, "AVX2": 1, "AVX512": 2}
 
 
-def _load():
+def _load() -> tuple[ctypes.CDLL | None, int | None]:
+    """The built library and the variant it selected (0 baseline x86-64, 1 AVX2, 2 AVX-512)."""
     if os.environ.get("ALPHAZIP_NATIVE") == "0":
-        return None
+        return None, None
     for path in sorted(_FOLDER.glob("_attention*.so")):
         try:
             library = ctypes.CDLL(str(path))
@@ -43,16 +44,11 @@ def _load():
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
             continue
-        global ISA
-        ISA = library.alphazip_select_isa(_ISA_LEVELS.get(torch.backends.cpu.get_cpu_capability(), 0))
-        return library
-    return None
+        return library, library.alphazip_select_isa(_ISA_LEVELS.get(torch.backends.cpu.get_cpu_capability(), 0))
+    return None, None
 
 
-ISA: int | None = None  # the kernels' variant in use: 0 baseline x86-64, 1 AVX2, 2 AVX-512
-
-
-_LIBRARY = _load()
+_LIBRARY, _ISA = _load()
 
 
 def available() -> bool:
@@ -62,7 +58,7 @@ def available() -> bool:
 
 def variant() -> str:
     """Which of the kernels' builds runs here: "x86-64", "AVX2", "AVX-512", or "torch" (not built)."""
-    return "torch" if _LIBRARY is None else ("x86-64", "AVX2", "AVX-512")[ISA]
+    return "torch" if _LIBRARY is None else ("x86-64", "AVX2", "AVX-512")[_ISA]
 
 
 def _pointer(tensor: torch.Tensor) -> int:
@@ -78,10 +74,11 @@ def attend(q: torch.Tensor, row_scale: torch.Tensor, start: int, window: int | N
     batch, kv_heads, group, count, dim = q.shape
     out = torch.empty(q.shape, dtype=torch.float32)
     terms = len(constants) - 3  # unit, levels, then c_0 .. c_terms
-    assert terms == KERNEL_EXP2_TERMS, "the kernel's polynomial has a fixed degree"
+    if terms != KERNEL_EXP2_TERMS:  # the kernel would refuse and leave ``out`` unwritten
+        raise ValueError(f"the kernel's exp2 polynomial has {KERNEL_EXP2_TERMS} terms, not {terms}")
     _LIBRARY.alphazip_attend(batch, kv_heads, group, count, dim, keys.shape[3], start, window or 0,
-            _pointer(q), _pointer(row_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
-            _pointer(value_steps), _pointer(out), _pointer(constants), terms, torch.get_num_threads())
+                             _pointer(q), _pointer(row_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
+                             _pointer(value_steps), _pointer(out), _pointer(constants), terms, torch.get_num_threads())
     return out
 
 

@@ -5,11 +5,11 @@
 """
 
 from .api import Compressor, Decompressor, Settings, compress, decompress, describe
-from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError,
-                     UnsupportedFormatError)
+from .errors import (AlphazipError, BadArchiveError, ChecksumError, MemoryLimitError, ModelMismatchError,
+                     ModelNotFoundError, UnsupportedFormatError)
 
 __version__ = "0.1.0"
 __all__ = [
-    "AlphazipError", "BadArchiveError", "ChecksumError", "Compressor", "Decompressor", "ModelMismatchError",
-    "ModelNotFoundError", "Settings", "UnsupportedFormatError", "compress", "decompress", "describe",
+    "AlphazipError", "BadArchiveError", "ChecksumError", "Compressor", "Decompressor", "MemoryLimitError",
+    "ModelMismatchError", "ModelNotFoundError", "Settings", "UnsupportedFormatError", "compress", "decompress", "describe",
 ]

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ import numpy as np
 import torch
 import transformers
 
-from . import container
+from . import container, limits
 from .backends import get_backend
 from .container import Archive, Frame, Header
-from .errors import AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError
+from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError,
+                     UnsupportedFormatError)
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, LanguageModel
-from .model.registry import find_by_fingerprint, model_dirs
+from .model.lm import ENGINES
+from .model.registry import builtin_with_fingerprint, find_by_fingerprint, model_dirs
 from .schedule import Scores, decode_chunks, score_chunks, split_chunks
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all; None where not known)
@@ -65,12 +68,16 @@ class Settings:
 
     def __post_init__(self):
         get_backend(self.backend)  # fails early, naming the known back-ends
-        if not 1 <= self.top_k <= 1 << 20:
-            raise ValueError(f"top-k must be between 1 and {1 << 20}, not {self.top_k}")
-        if (self.context is not None and self.context < 1) or self.batch < 1:
-            raise ValueError("context and batch must be at least 1")
-        if self.frame_bytes < MIN_FRAME_BYTES:
-            raise ValueError(f"frame size must be at least {MIN_FRAME_BYTES} bytes, not {self.frame_bytes}")
+        # The reader enforces the same limits on a stranger's archive (container.check_header).
+        if not 1 <= self.top_k <= container.MAX_TOP_K:
+            raise ValueError(f"top-k must be between 1 and {container.MAX_TOP_K}, not {self.top_k}")
+        if self.context is not None and not 1 <= self.context <= container.MAX_CONTEXT:
+            raise ValueError(f"context must be between 1 and {container.MAX_CONTEXT}, not {self.context}")
+        if not 1 <= self.batch <= container.MAX_BATCH:
+            raise ValueError(f"batch must be between 1 and {container.MAX_BATCH}, not {self.batch}")
+        if not MIN_FRAME_BYTES <= self.frame_bytes <= container.MAX_FRAME_BYTES:
+            raise ValueError(f"frame size must be between {MIN_FRAME_BYTES} and {container.MAX_FRAME_BYTES} bytes, "
+                             f"not {self.frame_bytes}")
         if self.mode not in ("auto", "model", "raw"):
             raise ValueError(f"mode must be auto, model or raw, not {self.mode!r}")
 
@@ -90,6 +97,12 @@ class ModelCache:
     def add(self, model: LanguageModel) -> None:
         """Register an already-built model (tests build tiny ones) under its name."""
         self._models[(model.name, model.dtype)] = model
+
+    def find(self, fingerprint: str, dtype: str) -> str | None:
+        """The spec of a loaded model with ``fingerprint`` (one in ``dtype`` first), if any."""
+        matches = [key for key, model in self._models.items() if fingerprint in model.fingerprints]
+        matches.sort(key=lambda key: key[1] != dtype)
+        return matches[0][0] if matches else None
 
 
 MODELS = ModelCache()
@@ -227,14 +240,19 @@ class _Plan:
 class Decompressor:
     """Unpacks .az archives; loads (and keeps) whatever model each archive names."""
 
-    def __init__(self, model: str | None = None, models: ModelCache = MODELS, batch: int | None = None):
+    def __init__(self, model: str | None = None, models: ModelCache = MODELS, batch: int | None = None,
+                 memory_limit: int | None = None):
         self.model_override = model  # a path or name to use instead of the one recorded
         self.models = models
         # Chunks stepped together on invariant engines (None: DECODE_BATCH); fewer use less memory.
         # Lockstep archives always step in the batch they were packed with.
-        if batch is not None and batch < 1:
-            raise ValueError("batch must be at least 1")
+        if batch is not None and not 1 <= batch <= container.MAX_BATCH:
+            raise ValueError(f"batch must be between 1 and {container.MAX_BATCH}")
         self.batch = batch
+        # Bytes a frame's decoding may take beyond the model itself (None: most of this machine's memory).
+        if memory_limit is not None and memory_limit < 1:
+            raise ValueError("the memory limit must be positive")
+        self.memory_limit = memory_limit or limits.default_memory_limit()
 
     def decompress(self, blob: bytes, progress: Progress | None = None) -> bytes:
         """The original bytes of archive ``blob``, verified against every recorded checksum.
@@ -258,11 +276,13 @@ class Decompressor:
         digest, done, model = hashlib.sha256(), 0, None
         for index, frame in enumerate(reader.frames()):
             if frame.mode == "raw":
-                data = _bytes_of(backend.decode(_only_stream(frame), 256))
+                data = backend.decode(frame.streams[0], 256, frame.size).tobytes()
             else:
                 if header.mode != "model":
                     raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
+                _check_chunk_lengths(header, frame)
                 if model is None:
+                    _check_engine_known(header)
                     model = self.models.get(self.model_spec(header), header.dtype)
                     _check_model(header, model)
                 data = self.decode_frame(header, frame, model, _offset(progress, done, frame.size, None),
@@ -279,11 +299,12 @@ class Decompressor:
         return done
 
     def model_spec(self, header: Header) -> str:
-        """Which model to load for ``header``: ``--model`` if given, else the recorded name.
+        """Which model to load for ``header``: ``--model`` if given, else the one whose fingerprint
+        the archive records, among models already loaded here, the built-in models and the
+        local model folders (:func:`model_dirs`).
 
-        A local model is looked up by the fingerprint the archive records (in ``--model`` when it
-        is a folder of models, else in :func:`model_dirs`), so an archive still finds its model
-        after the folder moved; the recorded path is the fallback.
+        The name an archive records is only shown, never loaded: a stranger's archive must not
+        choose a folder of this disk to load, nor anything to fetch but a verified built-in.
         """
         override = self.model_override
         if override is not None:
@@ -295,24 +316,24 @@ class Decompressor:
                 raise ModelNotFoundError(f"no model in {override} has fingerprint {header.model_fingerprint[:12]}, "
                                          f"which the archive needs (it was packed with {header.model!r})")
             return str(found)
-        if header.model in BUILTIN_MODELS:
-            return header.model
-        found = find_by_fingerprint(header.model_fingerprint)
+        fingerprint = header.model_fingerprint
+        found = self.models.find(fingerprint, header.dtype) or builtin_with_fingerprint(fingerprint)
+        found = found or find_by_fingerprint(fingerprint)
         if found is not None:
             return str(found)
-        if (Path(header.model).expanduser() / "config.json").is_file():
-            return header.model
         places = ", ".join(map(str, model_dirs()))
-        raise ModelNotFoundError(f"archive needs model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
-                                 f"which is neither at that path nor in {places}; pass --model FOLDER")
+        raise ModelNotFoundError(f"archive needs model {header.model!r} (fingerprint {fingerprint[:12]}), which is "
+                                 f"neither a built-in model nor in {places}; pass --model FOLDER")
 
     def decode_frame(self, header: Header, frame: Frame, model: LanguageModel, progress: Progress | None = None,
                      where: str = "") -> bytes:
         """Decode a model frame with ``model`` (already checked), checking every chunk's CRC-32."""
         symbols, escapes = self.read_symbols(header, frame, model)
-        threads = 0 if model.invariant(header.engine) else header.threads  # 0: leave as is
+        threads = 0 if model.invariant(header.engine) else min(header.threads, os.cpu_count() or 1)  # 0: as is
         with torch_threads(threads):
             batch = decoding_batch(model, header.engine, header.batch, self.batch)
+            batch = limits.fitting_batch(model, header.engine, batch, max(frame.chunk_tokens, default=0),
+                                         self.memory_limit)
             chunks = decode_chunks(model, symbols, escapes, header.top_k, batch, progress, header.engine)
         pieces = []
         for index, (chunk, crc) in enumerate(zip(chunks, frame.chunk_crcs)):
@@ -329,18 +350,12 @@ class Decompressor:
     def read_symbols(header: Header, frame: Frame, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Decode both payloads of a model frame and split them per chunk, checking their counts."""
         backend = _backend_of(header)
-        if len(frame.streams) != 2:
-            raise BadArchiveError(f"model frame must hold 2 streams, not {len(frame.streams)}")
-        symbols = backend.decode(frame.streams[0], header.top_k + 1)
-        escapes = backend.decode(frame.streams[1], model.tokenizer.id_space)
-        if len(symbols) != sum(frame.chunk_tokens):
-            raise BadArchiveError(f"archive holds {len(symbols)} symbols but its chunk table {sum(frame.chunk_tokens)}")
+        symbols = backend.decode(frame.streams[0], header.top_k + 1, sum(frame.chunk_tokens))
         ranked = symbols[symbols != header.top_k]
         if ranked.size and int(ranked.max()) >= model.logits_size:
             raise BadArchiveError(f"archive holds rank {int(ranked.max())}, beyond the model's {model.logits_size} tokens")
         escape_at = np.flatnonzero(symbols == header.top_k)
-        if len(escape_at) != len(escapes):
-            raise BadArchiveError(f"archive holds {len(escapes)} escaped ids for {len(escape_at)} escapes")
+        escapes = backend.decode(frame.streams[1], model.tokenizer.id_space, len(escape_at))
         bounds = np.cumsum(frame.chunk_tokens)[:-1]
         per_chunk_symbols = np.split(symbols, bounds)
         per_chunk_escapes = np.split(escapes, np.searchsorted(escape_at, bounds))
@@ -448,21 +463,26 @@ def _backend_of(header: Header):
         raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
 
 
-def _only_stream(frame: Frame) -> bytes:
-    if len(frame.streams) != 1 or frame.chunk_tokens:
-        raise BadArchiveError("raw frame must hold exactly one stream and no chunks")
-    return frame.streams[0]
+def _check_chunk_lengths(header: Header, frame: Frame) -> None:
+    """A chunk holds at most the context the header asked for (or the default's): a longer one
+    would size a KV cache the writer never needed."""
+    longest = header.context or DEFAULT_CONTEXT
+    if any(tokens > longest for tokens in frame.chunk_tokens):
+        raise BadArchiveError(f"archive is corrupt (a chunk of {max(frame.chunk_tokens)} tokens, "
+                              f"longer than its context of {longest})")
 
 
-def _bytes_of(symbols: np.ndarray) -> bytes:
-    return symbols.astype(np.uint8).tobytes()
+def _check_engine_known(header: Header) -> None:
+    if header.engine not in ENGINES:
+        raise UnsupportedFormatError(f"archive needs inference engine {header.engine!r}, which this build lacks "
+                                     f"(it has {', '.join(ENGINES)})")
 
 
 def _check_model(header: Header, model: LanguageModel) -> None:
     if header.engine not in model.engines:
         raise ModelMismatchError(f"archive needs inference engine {header.engine!r}; "
                                  f"this build runs {model.name!r} on {', '.join(model.engines)}")
-    if header.model_fingerprint != model.fingerprint:
+    if header.model_fingerprint not in model.fingerprints:
         raise ModelMismatchError(
             f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
             f"not {model.name!r} ({model.fingerprint[:12]})")

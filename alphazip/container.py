@@ -37,6 +37,19 @@ MAGIC = b"AZip"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MODES = ("model", "raw")  # ranks under a model, or the back-end on the raw bytes
+DTYPES = ("float32", "bfloat16")
+# The writer's own limits, which the reader enforces before acting on a header or a frame: what
+# a stranger's archive may ask of this machine (api.Settings refuses to write anything beyond).
+MAX_TOP_K = 1 << 20
+MAX_CONTEXT = 1 << 16  # tokens per chunk: longer than any built-in model's positions
+MAX_BATCH = 1 << 12
+MAX_THREADS = 1 << 10
+MAX_FRAME_BYTES = 1 << 30
+MAX_HEADER_BYTES, MAX_TEXT, MAX_VERSIONS = 1 << 16, 1 << 12, 16
+HEADER_TYPES = {"mode": str, "backend": str, "model": str, "model_fingerprint": str, "dtype": str, "engine": str,
+                "probe": str, "top_k": int, "context": int, "batch": int, "threads": int, "versions": dict}
+HEADER_RANGES = {"top_k": (0, MAX_TOP_K), "context": (0, MAX_CONTEXT), "batch": (0, MAX_BATCH),
+                 "threads": (0, MAX_THREADS)}
 _FRAME, _END = 1, 0  # record tags after the header
 _READ_PIECE = 1 << 24
 
@@ -133,7 +146,7 @@ class ArchiveReader:
             self._legacy = _read_version_1(self._in.take_rest())
             self.header = self._legacy.header
         else:
-            raw = self._in.take(self._in.unpack("<I")[0])
+            raw = self._in.take(_header_length(self._in.unpack("<I")[0]))
             expected = self._in.crc
             if self._in.unpack("<I")[0] != expected:
                 raise BadArchiveError("archive header is corrupt (CRC-32 mismatch)")
@@ -227,14 +240,33 @@ def _parse_frame(body: bytes) -> Frame:
     streams = [reader.take(reader.varint()) for _ in range(reader.varint())]
     if reader.take_rest():
         raise BadArchiveError("archive is corrupt (bytes after a frame's last stream)")
-    return Frame(MODES[mode ^ 1], size, [n for n, _ in table], [c for _, c in table], streams)
+    frame = Frame(MODES[mode ^ 1], size, [n for n, _ in table], [c for _, c in table], streams)
+    check_frame(frame)
+    return frame
+
+
+def check_frame(frame: Frame) -> None:
+    """Refuse a frame whose sizes contradict each other: every token stands for at least one
+    byte, a raw frame is one stream, a model frame two (symbols and escaped ids)."""
+    if frame.size > MAX_FRAME_BYTES:
+        raise BadArchiveError(f"archive is corrupt (a frame of {frame.size} bytes; the most is {MAX_FRAME_BYTES})")
+    if frame.mode == "raw":
+        if frame.chunk_tokens or len(frame.streams) != 1:
+            raise BadArchiveError("archive is corrupt (a raw frame must hold one stream and no chunks)")
+        return
+    if len(frame.streams) != 2:
+        raise BadArchiveError(f"archive is corrupt (a model frame holds {len(frame.streams)} streams, not 2)")
+    if not all(0 < tokens <= MAX_CONTEXT for tokens in frame.chunk_tokens):
+        raise BadArchiveError("archive is corrupt (a chunk's token count is out of range)")
+    if sum(frame.chunk_tokens) > frame.size:
+        raise BadArchiveError(f"archive is corrupt ({sum(frame.chunk_tokens)} tokens in a frame of {frame.size} bytes)")
 
 
 def _read_version_1(rest: bytes) -> Archive:
     """Format 1: header, chunk table, streams, trailer, CRC over all of it including magic and version."""
     reader = _Reader(io.BytesIO(rest))
     reader.crc = zlib.crc32(MAGIC + b"\x01")
-    header = _parse_header(reader.take(reader.unpack("<I")[0]))
+    header = _parse_header(reader.take(_header_length(reader.unpack("<I")[0])))
     table = [reader.unpack("<II") for _ in range(reader.unpack("<I")[0])]
     streams = [reader.take(reader.unpack("<Q")[0]) for _ in range(reader.unpack("<B")[0])]
     (size,) = reader.unpack("<Q")
@@ -247,18 +279,56 @@ def _read_version_1(rest: bytes) -> Archive:
     if crc != expected:
         raise BadArchiveError("archive is corrupt (CRC-32 mismatch)")
     frame = Frame(header.mode, size, [n for n, _ in table], [c for _, c in table], streams)
+    check_frame(frame)
     return Archive(header, [frame], size, digest)
+
+
+def _header_length(length: int) -> int:
+    if length > MAX_HEADER_BYTES:
+        raise BadArchiveError(f"archive header is corrupt ({length} bytes long; the most is {MAX_HEADER_BYTES})")
+    return length
 
 
 def _parse_header(raw: bytes) -> Header:
     try:
         fields = json.loads(raw.decode())
         header = Header(**fields)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise BadArchiveError(f"archive header is corrupt ({exc})") from None
+    check_header(header)
+    return header
+
+
+def check_header(header: Header) -> None:
+    """Refuse any value the writer could not have written, before anything acts on it."""
     if header.mode not in MODES:
         raise UnsupportedFormatError(f"unknown archive mode {header.mode!r}")
-    return header
+    for name, kind in HEADER_TYPES.items():
+        value = getattr(header, name)
+        if type(value) is not kind:  # not isinstance: True is an int, and must not pass for one
+            raise BadArchiveError(f"archive header is corrupt ({name} is {type(value).__name__}, not {kind.__name__})")
+    for name, (low, high) in HEADER_RANGES.items():
+        value = getattr(header, name)
+        if not low <= value <= high:
+            raise BadArchiveError(f"archive header is corrupt ({name} {value} is outside {low}..{high})")
+    texts = [header.backend, header.model, header.dtype, header.engine, *header.versions, *header.versions.values()]
+    if any(type(text) is not str or len(text) > MAX_TEXT for text in texts) or len(header.versions) > MAX_VERSIONS:
+        raise BadArchiveError("archive header is corrupt (a name is too long or not text)")
+    if header.mode == "model":
+        _check_model_header(header)
+
+
+def _check_model_header(header: Header) -> None:
+    if not _is_digest(header.model_fingerprint) or not (header.probe == "" or _is_digest(header.probe)):
+        raise BadArchiveError("archive header is corrupt (the model's fingerprint or probe is not a sha256)")
+    if header.top_k < 1 or header.batch < 1:
+        raise BadArchiveError("archive header is corrupt (top_k and batch must be at least 1)")
+    if header.dtype not in DTYPES:
+        raise UnsupportedFormatError(f"archive asks for dtype {header.dtype!r}; this build knows {', '.join(DTYPES)}")
+
+
+def _is_digest(text: str) -> bool:
+    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)
 
 
 class _Reader:

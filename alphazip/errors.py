@@ -23,3 +23,7 @@ class ModelNotFoundError(AlphazipError):
 
 class ChecksumError(BadArchiveError):
     """Decoded data does not match the checksum recorded when it was packed."""
+
+
+class MemoryLimitError(AlphazipError):
+    """Unpacking an archive would need more memory than the limit allows."""

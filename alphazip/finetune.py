@@ -137,7 +137,7 @@ def finetune(corpus_folder: Path, out: Path, settings: FinetuneSettings, progres
     if fresh and partial.exists():
         shutil.rmtree(partial)
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+        state = _load_checkpoint(checkpoint)
         if state["run"] != run_id:
             raise AlphazipError(f"{partial} holds a run with other settings, base model or data; "
                                 "remove it or pass --fresh")
@@ -299,6 +299,21 @@ class _Trainer:
 def training_device() -> str:
     """A CUDA GPU when torch sees one (untested here: no GPU was lent), else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint of tensors and plain values only: ``weights_only`` refuses pickled code, so a
+    file planted in the run folder cannot run anything."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise AlphazipError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0]}); "
+                            "pass --fresh to start over") from None
+    if not isinstance(state, dict) or "run" not in state:
+        raise AlphazipError(f"{path} is not a checkpoint of alphazip finetune; pass --fresh to start over")
+    return state
 
 
 def _save_atomically(state: dict, path: Path) -> None:

@@ -80,12 +80,12 @@ def test_unpack_finds_a_moved_model_by_fingerprint(domain, corpus, tmp_path, mon
     shelf.mkdir()
     moved = shelf / "renamed"
     domain.folder.rename(moved)
-    try:
+    try:  # a fresh process's view: no model loaded yet
         with pytest.raises(ModelNotFoundError, match="pass --model"):
-            api.Decompressor().decompress(blob)
-        assert api.Decompressor(str(shelf)).decompress(blob) == data  # --model: a folder of models
+            api.Decompressor(models=api.ModelCache()).decompress(blob)
+        assert api.Decompressor(str(shelf), models=api.ModelCache()).decompress(blob) == data  # a folder of models
         monkeypatch.setenv("ALPHAZIP_MODELS", str(shelf))
-        assert api.Decompressor().decompress(blob) == data
+        assert api.Decompressor(models=api.ModelCache()).decompress(blob) == data
     finally:
         moved.rename(domain.folder)
 

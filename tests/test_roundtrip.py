@@ -6,8 +6,8 @@ from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alphazip import Compressor, Decompressor, describe
-from alphazip.api import chunk_length, looks_binary
+from alphazip import Compressor, Decompressor, container, describe
+from alphazip.api import MODELS, chunk_length, looks_binary
 from alphazip.backends import backend_names
 
 SAMPLES = [
@@ -64,6 +64,23 @@ def test_auto_mode_keeps_the_model_when_it_wins(tiny):
     raw_blob = Compressor(backend="gzip", mode="raw", **FAST).compress(data)
     auto_blob = Compressor(backend="gzip", mode="auto", **FAST).compress(data)
     assert len(auto_blob) == min(len(model_blob), len(raw_blob))
+
+
+def test_auto_mode_chooses_the_model_where_it_packs_smaller():
+    # Words drawn at random (each one token of the tiny vocabulary): an order-0 model of them
+    # codes each in 2.5 bits on average, brotli on the text cannot.
+    from tiny import unigram_model
+
+    words = [b" jumps", b" quick", b" brown", b" over", b" lazy", b" the", b" dog", b" fox"]
+    rng = np.random.default_rng(5)
+    data = b"".join(words[i] for i in rng.choice(8, 3000, p=[0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]))
+    model = unigram_model(data)
+    MODELS.add(model)
+    packed = Compressor(backend="brotli", mode="auto", model=model.name, context=256).pack(data)
+    raw = Compressor(backend="brotli", mode="raw").compress(data)
+    assert packed.mode == "model"
+    assert len(container.write(packed)) < 0.85 * len(raw)
+    assert Decompressor().decompress(container.write(packed)) == data
 
 
 def test_binary_detection():

@@ -56,12 +56,12 @@ def tiny_gemma3(seed: int = 0, **overrides):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     tokenizer = tiny_tokenizer()
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=12,
-                              sliding_window=20, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-                              max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-                              **overrides)
+    settings = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=12,
+                    sliding_window=20, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                    max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    config = Gemma3TextConfig(**(settings | overrides))
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(config)
     with torch.no_grad():
@@ -69,3 +69,37 @@ def tiny_gemma3(seed: int = 0, **overrides):
             if name.endswith("norm.weight"):
                 parameter.normal_(0.0, 0.3)
     return model.eval(), tokenizer
+
+
+def unigram_model(data: bytes, name: str = "unigram"):
+    """A tiny Llama that predicts every token with the frequencies it has in ``data``, whatever came
+    before: an order-0 model of the data, made by hand (no training), which beats brotli on text
+    of words drawn at random.
+
+    Its layers add nothing (their output projections are zero), every token embeds to the same
+    unit vector, and the output head turns that into log-frequencies.
+    """
+    import numpy as np
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alphazip.model import LanguageModel
+    from alphazip.tokenize import ByteTokenizer
+
+    tokenizer = tiny_tokenizer()
+    ids = ByteTokenizer(tokenizer).encode(data)
+    counts = np.bincount(ids, minlength=len(tokenizer)) + 0.01
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for name_, parameter in model.named_parameters():
+            if name_.endswith("norm.weight"):
+                parameter.fill_(1.0)
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        # The final norm scales that unit vector by sqrt(hidden_size).
+        model.lm_head.weight[:, 0] = torch.from_numpy(np.log(counts / counts.sum())).float() / 32 ** 0.5
+    return LanguageModel.from_hf(model, tokenizer, name)

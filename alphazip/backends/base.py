@@ -6,7 +6,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import BadArchiveError
-from .serialize import bytes_to_symbols, symbols_to_bytes
+from .serialize import bytes_to_symbols, serialized_limit, symbols_to_bytes
 
 _REGISTRY: dict[str, type["Backend"]] = {}
 
@@ -15,8 +15,9 @@ class Backend(ABC):
     """Codes a sequence of integer symbols drawn from ``range(alphabet)`` into bytes and back.
 
     ``name`` is stable: the same name must always mean the same bitstream, since archives record
-    it. A payload is self-delimiting in its symbol count; ``decode`` raises
-    :class:`BadArchiveError` on anything it cannot decode, never a third-party exception.
+    it. ``decode`` is told how many symbols to expect and spends no more than they need (a
+    payload is input from strangers: a few KB must not expand to gigabytes); it raises
+    :class:`BadArchiveError` on anything else, never a third-party exception.
     """
 
     name: ClassVar[str]
@@ -33,8 +34,9 @@ class Backend(ABC):
         """Code ``symbols`` (ints in ``range(alphabet)``) into a payload."""
 
     @abstractmethod
-    def decode(self, payload: bytes, alphabet: int) -> np.ndarray:
-        """Inverse of :meth:`encode`; returns an int64 array."""
+    def decode(self, payload: bytes, alphabet: int, count: int) -> np.ndarray:
+        """Inverse of :meth:`encode`: exactly ``count`` symbols, as an integer array (uint8 for
+        alphabets of at most 256, else int64)."""
 
 
 class ByteBackend(Backend):
@@ -48,18 +50,27 @@ class ByteBackend(Backend):
         """Compress bytes with the wrapped library at its strongest practical setting."""
 
     @abstractmethod
-    def decompress(self, data: bytes) -> bytes:
-        """Decompress one whole stream; trailing or missing bytes are an error."""
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        """Decompress one whole stream of at most ``limit`` bytes; trailing or missing bytes, or
+        more output than ``limit``, are an error (raised before the excess is allocated)."""
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
         return self.compress(symbols_to_bytes(symbols, alphabet))
 
-    def decode(self, payload: bytes, alphabet: int) -> np.ndarray:
+    def decode(self, payload: bytes, alphabet: int, count: int) -> np.ndarray:
         try:
-            data = self.decompress(payload)
+            data = self.decompress(payload, serialized_limit(count, alphabet))
         except self.library_errors as exc:
             raise BadArchiveError(f"{self.name} payload is corrupt: {exc}") from None
-        return bytes_to_symbols(data, alphabet)
+        symbols = bytes_to_symbols(data, alphabet)
+        if len(symbols) != count:
+            raise BadArchiveError(f"{self.name} payload holds {len(symbols)} symbols, not the {count} expected")
+        return symbols
+
+
+def expansion_error(name: str, limit: int) -> BadArchiveError:
+    """The error of a payload that decompresses to more than its symbols can take."""
+    return BadArchiveError(f"{name} payload expands beyond the {limit} bytes its symbols can take")
 
 
 def get_backend(name: str) -> Backend:

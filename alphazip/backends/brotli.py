@@ -3,7 +3,7 @@
 import brotli as _brotli
 
 from ..errors import BadArchiveError
-from .base import ByteBackend
+from .base import ByteBackend, expansion_error
 
 
 class BrotliBackend(ByteBackend):
@@ -15,9 +15,11 @@ class BrotliBackend(ByteBackend):
     def compress(self, data: bytes) -> bytes:
         return _brotli.compress(data, quality=11, lgwin=24)
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes, limit: int) -> bytes:
         decompressor = _brotli.Decompressor()
-        out = decompressor.process(data)
+        out = decompressor.process(data, output_buffer_limit=limit + 1)
+        if len(out) > limit:
+            raise expansion_error(self.name, limit)
         if not decompressor.is_finished():
             raise BadArchiveError("brotli payload is truncated or has trailing bytes")
         return out

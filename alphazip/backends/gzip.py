@@ -4,7 +4,7 @@ import gzip
 import zlib
 
 from ..errors import BadArchiveError
-from .base import ByteBackend
+from .base import ByteBackend, expansion_error
 
 
 class GzipBackend(ByteBackend):
@@ -16,9 +16,12 @@ class GzipBackend(ByteBackend):
     def compress(self, data: bytes) -> bytes:
         return gzip.compress(data, compresslevel=9, mtime=0)
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes, limit: int) -> bytes:
         decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # exactly one gzip member
-        out = decompressor.decompress(data) + decompressor.flush()
+        out = decompressor.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise expansion_error(self.name, limit)
+        out += decompressor.flush()
         if not decompressor.eof:
             raise BadArchiveError("gzip payload is truncated")
         if decompressor.unused_data:

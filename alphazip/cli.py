@@ -1,14 +1,16 @@
 """The ``alphazip`` command: gzip-like habits over the library API, and nothing more.
 
 Every failure a user can cause ends as one line on stderr and a non-zero exit: 1 for a bad
-input or model, 2 for bad usage. Output goes to a temporary file renamed into place only
-once complete, so an interrupted or failed run leaves nothing behind.
+input or model, a full disk or a closed pipe, 2 for bad usage, 130 for Ctrl-C and 143 for
+SIGTERM. Output goes to a temporary file renamed into place only once complete (see
+``output``), so an interrupted or failed run leaves nothing behind.
 """
 
+import hashlib
 import itertools
 import os
+import signal
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +18,14 @@ from typing import Annotated
 
 import typer
 
-from . import api, bench_output
+from . import api, bench_output, limits
 from . import bench as benchmark
 from .backends import backend_names
 from .errors import AlphazipError
 from .finetune import FinetuneSettings
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, is_cached, pull
 from .model.registry import cached_path, known_fingerprint, local_models
+from .output import safe_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Lossless compression with a language model as the predictor.")
@@ -40,15 +43,23 @@ Threads = Annotated[int, typer.Option("--threads", "-T", help="CPU threads for t
                                       "Archives of the exact engine come out the same under any count.")]
 UnpackBatch = Annotated[int | None, typer.Option("--batch", help="Chunks unpacked side by side (default 64; fewer "
                                                  "use less memory). Archives of the transformers path ignore it.")]
+MemoryLimit = Annotated[str | None, typer.Option("--memlimit", "-M", help="Memory that decoding a frame may take, "
+                                                 "e.g. 500M or 2G (default: 3/4 of this machine's); fewer chunks are "
+                                                 "unpacked side by side to fit, and an archive that needs more is refused.")]
 
 
 class UsageError(AlphazipError):
     """A command line that asks for something impossible; exit status 2."""
 
 
-def _decompressor(model: str | None, batch: int | None) -> api.Decompressor:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program stands so that the same cleanup as Ctrl-C's runs."""
+
+
+def _decompressor(model: str | None, batch: int | None, memory_limit: str | None = None) -> api.Decompressor:
     try:
-        return api.Decompressor(model, batch=batch)
+        limit = limits.parse_size(memory_limit) if memory_limit is not None else None
+        return api.Decompressor(model, batch=batch, memory_limit=limit)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -73,15 +84,23 @@ def pack(
                                         "(their archives decode only where the kernels sum alike).")] = "auto",
     frame_size: Annotated[int, typer.Option(help="Input bytes coded as one frame; memory is bounded by it.")] = api.FRAME_BYTES,
     threads: Threads = 0,
+    verify: Annotated[bool, typer.Option("--verify", help="Unpack the archive and compare it with the input before "
+                                         "keeping it (about twice the time); with -c it is held in a temporary file "
+                                         "until verified.")] = False,
 ):
     """Pack FILE into FILE.az."""
     with _errors_to_exit(), api.torch_threads(threads):
         settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype,
                              mode=mode, engine=engine, frame_bytes=frame_size)
         target = _target(file, output, stdout, lambda name: name + SUFFIX)
+        if model in BUILTIN_MODELS and is_cached(model):  # a damaged cache is fetched anew, saying so here
+            pull(model, log=lambda message: typer.echo(f"alphazip: {message}", err=True))
         started = time.perf_counter()
-        with _input(file) as source, _output(target, force) as sink, progress_bar("packing", quiet, "bytes") as progress:
-            original, packed = api.Compressor(settings).compress_stream(source, sink, progress, _size_of(source))
+        with _input(file) as raw:
+            source = _Tally(raw)
+            check = _verifier(model, source, quiet) if verify else None
+            with safe_output(target, force, check) as sink, progress_bar("packing", quiet, "bytes") as progress:
+                original, packed = api.Compressor(settings).compress_stream(source, sink, progress, _size_of(raw))
         if verbose:
             _report(file, original, packed, time.perf_counter() - started)
 
@@ -91,14 +110,14 @@ def unpack(
     file: Annotated[str, typer.Argument(help="Archive to unpack, or - for standard input.")],
     output: Output = None, stdout: Stdout = False, force: Force = False,
     quiet: Quiet = False, verbose: Verbose = False, model: ModelOption = None, threads: Threads = 0,
-    batch: UnpackBatch = None,
+    batch: UnpackBatch = None, memlimit: MemoryLimit = None,
 ):
     """Unpack FILE.az into FILE."""
     with _errors_to_exit(), api.torch_threads(threads):
-        decompressor = _decompressor(model, batch)
+        decompressor = _decompressor(model, batch, memlimit)
         target = _target(file, output, stdout, _strip_suffix)
         started = time.perf_counter()
-        with _input(file) as source, _output(target, force) as sink, progress_bar("unpacking", quiet, "bytes") as progress:
+        with _input(file) as source, safe_output(target, force) as sink, progress_bar("unpacking", quiet, "bytes") as progress:
             original = decompressor.decompress_stream(source, sink, progress)
             packed = source.tell() if source.seekable() else 0
         if verbose:
@@ -109,10 +128,11 @@ def unpack(
 def test(
     files: Annotated[list[str], typer.Argument(help="Archives to verify.")],
     quiet: Quiet = False, model: ModelOption = None, threads: Threads = 0, batch: UnpackBatch = None,
+    memlimit: MemoryLimit = None,
 ):
     """Verify archives completely, like gzip -t; writes nothing."""
     with _errors_to_exit(), api.torch_threads(threads):
-        decompressor = _decompressor(model, batch)
+        decompressor = _decompressor(model, batch, memlimit)
         for file in files:
             with _input(file) as source, progress_bar(f"testing {file}", quiet, "bytes") as progress:
                 decompressor.decompress_stream(source, _Discard(), progress)
@@ -305,33 +325,47 @@ def _size_of(source) -> int | None:
         return None
 
 
-@contextmanager
-def _output(target: Path | None, force: bool):
-    """A file object to write to: a temporary file beside ``target``, renamed into place only
-    once everything was written (removed on any failure); standard output for None."""
-    if target is None:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    if target.exists() and not force:
-        raise AlphazipError(f"{target}: already exists (use -f to overwrite)")
-    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class _Discard:
     """A sink that keeps nothing (``alphazip test`` checks archives without writing them)."""
 
     def write(self, data: bytes) -> int:
         return len(data)
+
+
+class _Tally:
+    """Counts and hashes the bytes read through it from ``source``, or written to it."""
+
+    def __init__(self, source=None):
+        self.source, self.size, self.hash = source, 0, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        return self._count(self.source.read(size))
+
+    def write(self, data: bytes) -> int:
+        return len(self._count(data))
+
+    def _count(self, data: bytes) -> bytes:
+        self.size += len(data)
+        self.hash.update(data)
+        return data
+
+
+def _verifier(model: str, read: _Tally, quiet: bool):
+    """pack --verify's check of the finished archive: it must unpack to the bytes that were read.
+
+    The count and hash come from the command's own reading of the input, not from the archive's
+    trailer, so a fault anywhere in packing shows."""
+    def check(archive: Path) -> None:
+        decoded = _Tally()
+        with open(archive, "rb") as packed, progress_bar("verifying", quiet, "bytes") as progress:
+            try:
+                api.Decompressor(model).decompress_stream(packed, decoded, progress)
+            except AlphazipError as exc:
+                raise AlphazipError(f"--verify: the archive does not unpack ({exc}); nothing was written") from None
+        if (decoded.size, decoded.hash.digest()) != (read.size, read.hash.digest()):
+            raise AlphazipError(f"--verify: the archive unpacks to {decoded.size} bytes unlike the {read.size} "
+                                "read; nothing was written")
+    return check
 
 
 @contextmanager
@@ -372,9 +406,12 @@ def _errors_to_exit():
     except AlphazipError as exc:
         typer.echo(f"alphazip: {exc}", err=True)
         raise typer.Exit(1) from None
+    except Terminated:
+        typer.echo("alphazip: terminated", err=True)
+        raise typer.Exit(128 + signal.SIGTERM) from None
     except KeyboardInterrupt:
         typer.echo("alphazip: interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + signal.SIGINT) from None
     except MemoryError:
         # A frame needs memory in proportion to its size: a large --frame-size, or a corrupt
         # archive whose lengths were forged with valid checksums. The output is never left behind.
@@ -386,7 +423,15 @@ def main() -> None:
     """Console-script entry point."""
     _quiet_libraries()
     _keep_freed_memory()
-    app()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def _keep_freed_memory() -> None:

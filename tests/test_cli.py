@@ -131,3 +131,13 @@ def test_unknown_model_is_named(runner, sample):
 def test_models_lists_the_default(runner):
     result = run(runner, "models")
     assert result.exit_code == 0 and "smollm2-135m (default)" in result.stdout
+
+
+def test_memlimit_shrinks_or_refuses(runner, sample, tmp_path):
+    assert run(runner, "pack", sample, "--mode", "model", "-q", *MODEL).exit_code == 0
+    archive = tmp_path / "report.txt.az"
+    assert run(runner, "test", archive, "-q", "--model", TINY, "--memlimit", "64M").exit_code == 0
+    refused = run(runner, "unpack", archive, "-o", tmp_path / "out", "-q", "--model", TINY, "--memlimit", "1K")
+    assert refused.exit_code == 1 and "more than the memory limit of 0 MiB" in refused.output
+    assert not (tmp_path / "out").exists()
+    assert run(runner, "test", archive, "--memlimit", "lots").exit_code == 2

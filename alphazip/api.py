@@ -26,7 +26,7 @@ from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatc
                      UnsupportedFormatError)
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, LanguageModel
 from .model.lm import ENGINES
-from .model.registry import builtin_with_fingerprint, find_by_fingerprint, model_dirs
+from .model.registry import PREFIX_HEX, builtin_with_fingerprint, find_by_fingerprint, fingerprint_matches, model_dirs
 from .schedule import Scores, decode_chunks, score_chunks, split_chunks
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all; None where not known)
@@ -100,7 +100,7 @@ class ModelCache:
 
     def find(self, fingerprint: str, dtype: str) -> str | None:
         """The spec of a loaded model with ``fingerprint`` (one in ``dtype`` first), if any."""
-        matches = [key for key, model in self._models.items() if fingerprint in model.fingerprints]
+        matches = [key for key, model in self._models.items() if fingerprint_matches(fingerprint, model.fingerprints)]
         matches.sort(key=lambda key: key[1] != dtype)
         return matches[0][0] if matches else None
 
@@ -201,7 +201,7 @@ class Compressor:
     def raw_frame(self, piece: bytes) -> Frame:
         """A raw frame: the back-end applied to the bytes themselves."""
         payload = get_backend(self.settings.backend).encode(np.frombuffer(piece, np.uint8), 256)
-        return Frame("raw", len(piece), [], [], [payload])
+        return Frame("raw", len(piece), [], [], [payload], zlib.crc32(piece))
 
     def model_frame(self, piece: bytes, model: LanguageModel, engine: str, progress: Progress | None = None,
                     scores: Scores | None = None) -> Frame:
@@ -214,7 +214,7 @@ class Compressor:
         backend = get_backend(s.backend)
         streams = [backend.encode(symbols, s.top_k + 1), backend.encode(escapes, model.tokenizer.id_space)]
         crcs = [zlib.crc32(model.tokenizer.decode(chunk)) for chunk in chunks]
-        return Frame("model", len(piece), [len(c) for c in chunks], crcs, streams)
+        return Frame("model", len(piece), [len(c) for c in chunks], crcs, streams, zlib.crc32(piece))
 
 
 def _marking_last(items: Iterator) -> Iterator[tuple[object, bool]]:
@@ -276,7 +276,10 @@ class Decompressor:
         digest, done, model = hashlib.sha256(), 0, None
         for index, frame in enumerate(reader.frames()):
             if frame.mode == "raw":
+                limits.check_raw_frame(frame.size, self.memory_limit)
                 data = backend.decode(frame.streams[0], 256, frame.size).tobytes()
+                if frame.crc is not None and zlib.crc32(data) != frame.crc:
+                    raise ChecksumError(f"frame {index} fails its CRC-32")
             else:
                 if header.mode != "model":
                     raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
@@ -294,7 +297,9 @@ class Decompressor:
             done += len(data)
             if progress:
                 progress(done, None)
-        if (done, digest.digest()) != (reader.original_size, reader.original_sha256):
+        if done != reader.original_size:
+            raise ChecksumError(f"decoded {done} bytes, not the {reader.original_size} the archive records")
+        if reader.original_sha256 is not None and digest.digest() != reader.original_sha256:
             raise ChecksumError("decoded data does not match the archive's SHA-256")
         return done
 
@@ -327,7 +332,8 @@ class Decompressor:
 
     def decode_frame(self, header: Header, frame: Frame, model: LanguageModel, progress: Progress | None = None,
                      where: str = "") -> bytes:
-        """Decode a model frame with ``model`` (already checked), checking every chunk's CRC-32."""
+        """Decode a model frame with ``model`` (already checked), checking every chunk's CRC-32
+        (formats 1 and 2) or the frame's (format 3)."""
         symbols, escapes = self.read_symbols(header, frame, model)
         threads = 0 if model.invariant(header.engine) else min(header.threads, os.cpu_count() or 1)  # 0: as is
         with torch_threads(threads):
@@ -336,15 +342,18 @@ class Decompressor:
                                          self.memory_limit)
             chunks = decode_chunks(model, symbols, escapes, header.top_k, batch, progress, header.engine)
         pieces = []
-        for index, (chunk, crc) in enumerate(zip(chunks, frame.chunk_crcs)):
+        for index, chunk in enumerate(chunks):
             try:
                 piece = model.tokenizer.decode(chunk)
             except BadArchiveError:  # a wrong rank picked a special token: same failure
                 piece = None
-            if piece is None or zlib.crc32(piece) != crc:
+            if piece is None or (frame.chunk_crcs and zlib.crc32(piece) != frame.chunk_crcs[index]):
                 raise ChecksumError(f"chunk {index} of {len(chunks)}{where} fails its CRC-32{_setup_difference(header)}")
             pieces.append(piece)
-        return b"".join(pieces)
+        data = b"".join(pieces)
+        if frame.crc is not None and zlib.crc32(data) != frame.crc:
+            raise ChecksumError(f"decoded bytes{where} fail their CRC-32{_setup_difference(header)}")
+        return data
 
     @staticmethod
     def read_symbols(header: Header, frame: Frame, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -482,11 +491,11 @@ def _check_model(header: Header, model: LanguageModel) -> None:
     if header.engine not in model.engines:
         raise ModelMismatchError(f"archive needs inference engine {header.engine!r}; "
                                  f"this build runs {model.name!r} on {', '.join(model.engines)}")
-    if header.model_fingerprint not in model.fingerprints:
+    if not fingerprint_matches(header.model_fingerprint, model.fingerprints):
         raise ModelMismatchError(
             f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
             f"not {model.name!r} ({model.fingerprint[:12]})")
-    if header.probe != model.probe(header.engine):  # checked before anything is decoded or written
+    if not _probe_matches(header.probe, model.probe(header.engine)):  # before anything is decoded or written
         if model.exact(header.engine):  # the same on every machine: the model or the code differs
             raise ModelMismatchError(
                 f"engine {header.engine} gives other logits here than when the archive was packed (probe "
@@ -495,6 +504,14 @@ def _check_model(header: Header, model: LanguageModel) -> None:
         raise ModelMismatchError(
             f"this machine's kernels give other logits than the packing machine's (probe fingerprint "
             f"{model.probe(header.engine)[:12]}, archive {header.probe[:12]}){_setup_difference(header)}")
+
+
+def _probe_matches(recorded: str, probe: str) -> bool:
+    """The archive's probe (whole, or its first 16 hex digits in a compact archive) against this
+    machine's; engines without a probe have "" on both sides."""
+    if not probe:
+        return recorded == ""
+    return len(recorded) in (PREFIX_HEX, len(probe)) and probe.startswith(recorded)
 
 
 def decoding_batch(model: LanguageModel, engine: str, packed_batch: int, wanted: int | None = None) -> int:
@@ -554,5 +571,6 @@ def describe(blob: bytes) -> dict:
     facts |= {"original bytes": size, "archive bytes": len(blob),
               "ratio": f"{len(blob) / size:.4f}" if size else "-",
               "bits per byte": f"{8 * len(blob) / size:.4f}" if size else "-",
-              "sha256": archive.original_sha256.hex()}
+              "check": f"sha256 {archive.original_sha256.hex()}" if archive.original_sha256 else
+                       f"crc32 {archive.frames[0].crc:08x}" if archive.frames else "-"}
     return facts

@@ -1,6 +1,22 @@
 """The .az archive format: a header, then frames written as they are packed, then a trailer.
 
-Layout of format 2 (integers little-endian)::
+Layout of format 3, written since 2026-12-02 (integers little-endian)::
+
+    magic      4 bytes  b"AZip"
+    version    u8       3
+    header     length + the compact header (``compact``: ids and varints, three bytes for an
+               archive of the default settings), then u32 CRC-32 of all above
+    frames     per frame: u8 tag (1 raw, 2 model), body length, body, u32 CRC-32 of the body,
+               u32 CRC-32 of the bytes the frame decodes to
+      body     bytes it decodes to; a model frame then its token count, its chunk length (every
+               chunk has it but the last, which holds the rest), the symbol stream's length, the
+               symbol stream, and the escaped ids' stream as the rest; a raw frame its payload
+    trailer    u8 0; when there is more than one frame: original size, 32-byte SHA-256 of the
+               original (one frame's CRC-32 already covers the whole input)
+
+So a one-frame model archive costs 33 bytes or so of container around its two payloads.
+
+Layout of format 2 (still read, and written where asked)::
 
     magic      4 bytes  b"AZip"
     version    u8       FORMAT_VERSION
@@ -31,11 +47,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+from . import compact
 from .errors import BadArchiveError, UnsupportedFormatError
 
 MAGIC = b"AZip"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+WRITABLE_VERSIONS = (2, 3)
 MODES = ("model", "raw")  # ranks under a model, or the back-end on the raw bytes
 DTYPES = ("float32", "bfloat16")
 # The writer's own limits, which the reader enforces before acting on a header or a frame: what
@@ -44,13 +62,15 @@ MAX_TOP_K = 1 << 20
 MAX_CONTEXT = 1 << 16  # tokens per chunk: longer than any built-in model's positions
 MAX_BATCH = 1 << 12
 MAX_THREADS = 1 << 10
-MAX_FRAME_BYTES = 1 << 30
+MAX_FRAME_BYTES = 1 << 28  # what one frame decodes to: 256 times the default frame
+MAX_CHUNKS = 1 << 20  # per frame: a 1 GiB frame at the default context has about 300,000
 MAX_HEADER_BYTES, MAX_TEXT, MAX_VERSIONS = 1 << 16, 1 << 12, 16
 HEADER_TYPES = {"mode": str, "backend": str, "model": str, "model_fingerprint": str, "dtype": str, "engine": str,
                 "probe": str, "top_k": int, "context": int, "batch": int, "threads": int, "versions": dict}
 HEADER_RANGES = {"top_k": (0, MAX_TOP_K), "context": (0, MAX_CONTEXT), "batch": (0, MAX_BATCH),
                  "threads": (0, MAX_THREADS)}
-_FRAME, _END = 1, 0  # record tags after the header
+_FRAME, _END = 1, 0  # record tags after the header (format 2)
+_TAGS = {1: "raw", 2: "model"}  # format 3's frame tags, which carry the frame's mode
 _READ_PIECE = 1 << 24
 
 
@@ -79,8 +99,9 @@ class Frame:
     mode: str  # "model" or "raw"
     size: int  # bytes it decodes to
     chunk_tokens: list[int]
-    chunk_crcs: list[int]
+    chunk_crcs: list[int]  # of each chunk's bytes (format 1 and 2; empty in format 3)
     streams: list[bytes]
+    crc: int | None = None  # of the bytes it decodes to (format 3)
 
 
 @dataclass
@@ -90,7 +111,7 @@ class Archive:
     header: Header
     frames: list[Frame]
     original_size: int
-    original_sha256: bytes
+    original_sha256: bytes | None  # None where format 3 records none (an archive of one frame)
 
     @property
     def mode(self) -> str:
@@ -102,19 +123,32 @@ class Archive:
 class ArchiveWriter:
     """Writes an archive to ``sink`` frame by frame: header now, each frame as it comes, trailer last."""
 
-    def __init__(self, sink: BinaryIO, header: Header):
-        self.sink, self.crc, self.written = sink, 0, 0
-        self._put(MAGIC + struct.pack("<B", FORMAT_VERSION) + _header_bytes(header))
+    def __init__(self, sink: BinaryIO, header: Header, version: int = FORMAT_VERSION):
+        if version not in WRITABLE_VERSIONS:
+            raise ValueError(f"cannot write format {version}; this build writes {WRITABLE_VERSIONS}")
+        self.sink, self.version, self.crc, self.written, self.frames = sink, version, 0, 0, 0
+        if version == 2:
+            self._put(MAGIC + bytes([version]) + _header_bytes(header))
+        else:
+            compact_header = compact.header_bytes(header)
+            self._put(MAGIC + bytes([version]) + _varint(len(compact_header)) + compact_header)
         self._put(struct.pack("<I", self.crc))
 
     def add(self, frame: Frame) -> None:
-        body = frame_bytes(frame)
-        self._put(struct.pack("<B", _FRAME) + _varint(len(body)))
+        body = frame_bytes(frame, self.version)
+        tag = _FRAME if self.version == 2 else next(t for t, mode in _TAGS.items() if mode == frame.mode)
+        self._put(bytes([tag]) + _varint(len(body)))
         self._put(body)
         self._put(struct.pack("<I", zlib.crc32(body)))
+        if self.version == 3:
+            self._put(struct.pack("<I", frame.crc))
+        self.frames += 1
 
     def finish(self, original_size: int, original_sha256: bytes) -> int:
         """Write the trailer; the archive's size in bytes."""
+        if self.version == 3:
+            self._put(bytes([_END]) + (_varint(original_size) + original_sha256 if self.frames > 1 else b""))
+            return self.written
         self._put(struct.pack("<B", _END) + _varint(original_size) + original_sha256)
         self.sink.write(struct.pack("<I", self.crc))
         return self.written + 4
@@ -146,11 +180,12 @@ class ArchiveReader:
             self._legacy = _read_version_1(self._in.take_rest())
             self.header = self._legacy.header
         else:
-            raw = self._in.take(_header_length(self._in.unpack("<I")[0]))
+            length = self._in.unpack("<I")[0] if self.version == 2 else self._in.varint()
+            raw = self._in.take(_header_length(length))
             expected = self._in.crc
             if self._in.unpack("<I")[0] != expected:
                 raise BadArchiveError("archive header is corrupt (CRC-32 mismatch)")
-            self.header = _parse_header(raw)
+            self.header = _parse_header(raw) if self.version == 2 else _parse_compact_header(raw)
         self.original_size: int | None = None  # known once every frame was read
         self.original_sha256: bytes | None = None
 
@@ -158,6 +193,9 @@ class ArchiveReader:
         if self.version == 1:
             yield from self._legacy.frames
             self.original_size, self.original_sha256 = self._legacy.original_size, self._legacy.original_sha256
+            return
+        if self.version == 3:
+            yield from self._compact_frames()
             return
         while True:
             (tag,) = self._in.unpack("<B")
@@ -174,15 +212,36 @@ class ArchiveReader:
         expected = self._in.crc
         if self._in.unpack("<I")[0] != expected:
             raise BadArchiveError("archive is corrupt (CRC-32 mismatch)")
+        self._no_junk()
+
+    def _compact_frames(self) -> Iterator[Frame]:
+        count, size = 0, 0
+        while (tag := self._in.unpack("<B")[0]) != _END:
+            if tag not in _TAGS:
+                raise BadArchiveError(f"archive is corrupt (record tag {tag})")
+            body = self._in.take(self._in.varint())
+            body_crc, data_crc = self._in.unpack("<II")
+            if body_crc != zlib.crc32(body):
+                raise BadArchiveError("archive is corrupt (a frame fails its CRC-32)")
+            frame = _parse_compact_frame(_TAGS[tag], body, data_crc)
+            count, size = count + 1, size + frame.size
+            yield frame
+        if count > 1:
+            self.original_size, self.original_sha256 = self._in.varint(), self._in.take(32)
+        else:
+            self.original_size, self.original_sha256 = size, None
+        self._no_junk()
+
+    def _no_junk(self) -> None:
         junk = self._in.count_rest()
         if junk:
             raise BadArchiveError(f"{junk} bytes of trailing junk after the archive")
 
 
-def write(archive: Archive) -> bytes:
-    """Serialize ``archive`` to the bytes of a .az file."""
+def write(archive: Archive, version: int = FORMAT_VERSION) -> bytes:
+    """Serialize ``archive`` to the bytes of a .az file (of format ``version``)."""
     out = io.BytesIO()
-    writer = ArchiveWriter(out, archive.header)
+    writer = ArchiveWriter(out, archive.header, version)
     for frame in archive.frames:
         writer.add(frame)
     writer.finish(archive.original_size, archive.original_sha256)
@@ -209,8 +268,10 @@ def _header_bytes(header: Header) -> bytes:
     return struct.pack("<I", len(text)) + text
 
 
-def frame_bytes(frame: Frame) -> bytes:
+def frame_bytes(frame: Frame, version: int = FORMAT_VERSION) -> bytes:
     """A frame's body as the archive stores it (its length is what the frame costs)."""
+    if version == 3:
+        return _compact_frame_bytes(frame)
     parts = [struct.pack("<B", MODES.index(frame.mode) ^ 1), _varint(frame.size), _varint(len(frame.chunk_tokens))]
     for tokens, crc in zip(frame.chunk_tokens, frame.chunk_crcs, strict=True):
         parts += [_varint(tokens), struct.pack("<I", crc)]
@@ -228,6 +289,40 @@ def _varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def _compact_frame_bytes(frame: Frame) -> bytes:
+    if frame.mode == "raw":
+        return _varint(frame.size) + frame.streams[0]
+    total, length = sum(frame.chunk_tokens), frame.chunk_tokens[0] if frame.chunk_tokens else 0
+    if frame.chunk_tokens != regular_chunks(total, length):
+        raise ValueError("format 3 stores chunks of one length (the last may be shorter)")
+    symbols, escapes = frame.streams
+    return b"".join([_varint(frame.size), _varint(total), _varint(length), _varint(len(symbols)), symbols, escapes])
+
+
+def regular_chunks(total: int, length: int) -> list[int]:
+    """Token counts of ``total`` tokens cut into chunks of ``length``: the last holds the rest."""
+    if total == 0:
+        return []
+    if length < 1 or -(-total // length) > MAX_CHUNKS:
+        raise BadArchiveError(f"archive is corrupt ({total} tokens in chunks of {length})")
+    return [length] * (total // length) + ([total % length] if total % length else [])
+
+
+def _parse_compact_frame(mode: str, body: bytes, data_crc: int) -> Frame:
+    reader = compact.ByteReader(body)
+    size = reader.varint()
+    if mode == "raw":
+        frame = Frame("raw", size, [], [], [reader.rest()], data_crc)
+    else:
+        total, length = reader.varint(), reader.varint()
+        if total > size:  # before the chunk list is made: every token is at least one byte
+            raise BadArchiveError(f"archive is corrupt ({total} tokens in a frame of {size} bytes)")
+        symbols = reader.take(reader.varint())
+        frame = Frame("model", size, regular_chunks(total, length), [], [symbols, reader.rest()], data_crc)
+    check_frame(frame)
+    return frame
 
 
 def _parse_frame(body: bytes) -> Frame:
@@ -248,8 +343,9 @@ def _parse_frame(body: bytes) -> Frame:
 def check_frame(frame: Frame) -> None:
     """Refuse a frame whose sizes contradict each other: every token stands for at least one
     byte, a raw frame is one stream, a model frame two (symbols and escaped ids)."""
-    if frame.size > MAX_FRAME_BYTES:
-        raise BadArchiveError(f"archive is corrupt (a frame of {frame.size} bytes; the most is {MAX_FRAME_BYTES})")
+    if frame.size > MAX_FRAME_BYTES or len(frame.chunk_tokens) > MAX_CHUNKS:
+        raise BadArchiveError(f"archive is corrupt (a frame of {frame.size} bytes in {len(frame.chunk_tokens)} chunks; "
+                              f"the most is {MAX_FRAME_BYTES} bytes, {MAX_CHUNKS} chunks)")
     if frame.mode == "raw":
         if frame.chunk_tokens or len(frame.streams) != 1:
             raise BadArchiveError("archive is corrupt (a raw frame must hold one stream and no chunks)")
@@ -287,6 +383,12 @@ def _header_length(length: int) -> int:
     if length > MAX_HEADER_BYTES:
         raise BadArchiveError(f"archive header is corrupt ({length} bytes long; the most is {MAX_HEADER_BYTES})")
     return length
+
+
+def _parse_compact_header(raw: bytes) -> Header:
+    header = compact.parse_header(raw, Header)
+    check_header(header)
+    return header
 
 
 def _parse_header(raw: bytes) -> Header:
@@ -328,7 +430,8 @@ def _check_model_header(header: Header) -> None:
 
 
 def _is_digest(text: str) -> bool:
-    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)
+    """A sha256 in hex, or (in format 3) its first 16 digits."""
+    return len(text) in (64, compact.PREFIX_HEX) and all(char in "0123456789abcdef" for char in text)
 
 
 class _Reader:

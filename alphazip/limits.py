@@ -48,5 +48,12 @@ def fitting_batch(model, engine: str, batch: int, longest: int, limit: int) -> i
                            f"memory limit of {_mib(limit)}; raise it with --memlimit")
 
 
+def check_raw_frame(size: int, limit: int) -> None:
+    """A raw frame is decoded whole: refuse one larger than ``limit`` before expanding it."""
+    if size > limit:
+        raise MemoryLimitError(f"archive holds a frame of {_mib(size)}, more than the memory limit of {_mib(limit)}; "
+                               "raise it with --memlimit")
+
+
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):,.0f} MiB"

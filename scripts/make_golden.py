@@ -34,7 +34,7 @@ def mixed_archive(engine: str = "auto") -> bytes:
     packer = Compressor(backend="zstd", model=TINY, context=16, batch=3, mode="model", frame_bytes=FRAME_BYTES,
                         engine=engine)
     archive = packer.pack(text)
-    archive.frames += [packer.raw_frame(binary), *packer.pack(more_text).frames]
+    archive.frames += [packer.raw_frame(binary), *packer.pack(more_text).frames]  # each with its CRC-32
     archive.original_size, archive.original_sha256 = container.original_identity(text + binary + more_text)
     return container.write(archive)
 

@@ -58,14 +58,15 @@ def test_wrong_model_is_named(tiny, blob):
         Decompressor(model="other-tiny").decompress(blob)
 
 
-def _with_stream(blob: bytes, index: int, payload: bytes) -> bytes:
+def _with_stream(blob: bytes, index: int, payload: bytes, version: int = container.FORMAT_VERSION) -> bytes:
     """Re-write an archive with one stream replaced and a valid outer CRC: only inner checks catch it."""
     archive = container.read(blob)
     archive.frames[0].streams[index] = payload
-    return container.write(archive)
+    return container.write(archive, version)
 
 
-def test_altered_ranks_fail_the_chunk_checksum(tiny, blob):
+@pytest.mark.parametrize("version, error", [(3, "decoded bytes fail their CRC-32"), (2, "chunk 1 of")])
+def test_altered_ranks_fail_the_checksum(tiny, blob, version, error):
     from alphazip.backends import get_backend
 
     archive = container.read(blob)
@@ -73,8 +74,13 @@ def test_altered_ranks_fail_the_chunk_checksum(tiny, blob):
     symbols = backend.decode(archive.frames[0].streams[0], archive.header.top_k + 1, sum(archive.frames[0].chunk_tokens))
     top_k = archive.header.top_k
     symbols[40] = 0 if symbols[40] == top_k else (symbols[40] + 1) % top_k  # never an escape
-    broken = _with_stream(blob, 0, backend.encode(symbols, archive.header.top_k + 1))
-    with pytest.raises(ChecksumError, match="chunk 1 of"):
+    if version == 2:  # format 2 records each chunk's CRC-32, which format 3 leaves out
+        chunks = Compressor(model=TINY, context=32).chunks_of(TEXT, tiny)
+        archive.frames[0].chunk_crcs = [zlib.crc32(tiny.tokenizer.decode(chunk)) for chunk in chunks]
+        archive.original_sha256 = container.original_identity(TEXT)[1]
+    broken = _with_stream(container.write(archive, version), 0, backend.encode(symbols, archive.header.top_k + 1),
+                          version)
+    with pytest.raises(ChecksumError, match=error):
         Decompressor().decompress(broken)
 
 
@@ -91,9 +97,9 @@ def test_symbol_count_must_match_the_chunk_table(tiny, blob):
 
 def test_header_records_the_schedule(blob, tiny):
     header = container.read(blob).header
-    assert (header.context, header.batch, header.top_k, header.dtype) == (32, 2, 65535, "float32")
-    assert header.model_fingerprint == tiny.fingerprint
-    assert header.versions["torch"]
+    assert (header.context, header.top_k, header.dtype) == (32, 65535, "float32")
+    assert tiny.fingerprint.startswith(header.model_fingerprint)  # format 3 records its first 16 digits
+    assert header.versions == {} and header.threads == 0  # they do not decide the bits of the exact engine
 
 
 def test_corrupt_header_json_is_rejected(blob):

@@ -1,7 +1,8 @@
 """Committed archives must keep decoding: a change that breaks them must bump the format version.
 
 ``golden/v1`` holds archives of format 1 (one frame, fixed-width fields), ``golden/v2`` those of
-format 2 (frames, varints); each folder is written once by scripts/make_golden.py and never again.
+format 2 (frames, varints), ``golden/v3`` those of format 3 (compact header, a CRC-32 per frame);
+each folder is written once by scripts/make_golden.py and never again.
 """
 
 from pathlib import Path
@@ -13,15 +14,15 @@ from alphazip import ChecksumError, Decompressor, ModelMismatchError, container
 from alphazip.model.exact import EXACT_ENGINE_NAME
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-VERSIONS = ("v1", "v2")
+VERSIONS = ("v1", "v2", "v3")
 TINY_ARCHIVES = sorted(path for version in VERSIONS for path in (GOLDEN / version).glob("tiny-*.az"))
-# The exact engine's archives (format 2): they must decode on every machine, under every setting.
-EXACT_ARCHIVES = sorted((GOLDEN / "v2").glob("exact-tiny-*.az"))
+# The exact engine's archives (formats 2 and 3): they must decode on every machine, under every setting.
+EXACT_ARCHIVES = sorted(path for version in ("v2", "v3") for path in (GOLDEN / version).glob("exact-tiny-*.az"))
 
 
 def test_golden_archives_exist():
     assert len(TINY_ARCHIVES) == 10 * len(VERSIONS)  # five back-ends, model and raw mode each
-    assert len(EXACT_ARCHIVES) == 6  # five back-ends, and frames of mixed modes
+    assert len(EXACT_ARCHIVES) == 12  # five back-ends, and frames of mixed modes, in two formats
     assert container.FORMAT_VERSION == len(VERSIONS), "a new format version needs its golden folder"
 
 
@@ -47,24 +48,25 @@ def test_golden_archive_decodes(tiny, path):
     assert container.read(blob).mode == mode
 
 
-@pytest.mark.parametrize("path", EXACT_ARCHIVES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXACT_ARCHIVES, ids=lambda p: f"{p.parent.name}-{p.stem}")
 def test_golden_exact_engine_archive_decodes(tiny, path):
     blob = path.read_bytes()
     assert container.read(blob).header.engine == EXACT_ENGINE_NAME
-    original = (GOLDEN / "v2" / ("frames.bin" if "mixed" in path.stem else "original.bin")).read_bytes()
+    original = (path.parent / ("frames.bin" if "mixed" in path.stem else "original.bin")).read_bytes()
     assert Decompressor(model=TINY).decompress(blob) == original
 
 
-def test_golden_archive_of_mixed_frames_decodes(tiny):
-    blob = (GOLDEN / "v2" / "frames-tiny-zstd-mixed.az").read_bytes()
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_golden_archive_of_mixed_frames_decodes(tiny, version):
+    blob = (GOLDEN / version / "frames-tiny-zstd-mixed.az").read_bytes()
     archive = container.read(blob)
     assert [frame.mode for frame in archive.frames] == ["model", "model", "raw", "model"]
-    decodes_or_refuses_clearly(blob, (GOLDEN / "v2" / "frames.bin").read_bytes(), TINY)
+    decodes_or_refuses_clearly(blob, (GOLDEN / version / "frames.bin").read_bytes(), TINY)
 
 
 # Default-model archives: the transformers path's (v1, bf16), two float engines' and the exact engine's.
 REAL_ARCHIVES = ["v1/smollm2-brotli.az", "v1/smollm2-engine-brotli.az", "v2/smollm2-engine-brotli.az",
-                 "v2/exact-smollm2-brotli.az"]
+                 "v2/exact-smollm2-brotli.az", "v3/exact-smollm2-brotli.az"]
 
 
 @pytest.mark.slow

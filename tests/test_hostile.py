@@ -23,8 +23,11 @@ TEXT = b"Alice was beginning to get very tired of sitting by her sister on the b
 
 @pytest.fixture(scope="module")
 def archive(tiny):
-    blob = Compressor(backend="zstd", mode="model", model=TINY, context=32, batch=2).compress(TEXT)
-    return container.read(blob)
+    """A valid archive, with the chunk CRCs that format 2 records (format 3 records one per frame)."""
+    packer = Compressor(backend="zstd", mode="model", model=TINY, context=32, batch=2)
+    archive = container.read(packer.compress(TEXT))
+    archive.frames[0].chunk_crcs = [zlib.crc32(tiny.tokenizer.decode(chunk)) for chunk in packer.chunks_of(TEXT, tiny)]
+    return archive
 
 
 @pytest.fixture
@@ -38,10 +41,13 @@ def nothing_loads(monkeypatch):
     return Decompressor(models=ModelCache())
 
 
-def forged(archive, frames=None, **header_fields) -> bytes:
-    """``archive`` with other header values or frames, written (and CRC'd) by the container itself."""
+def forged(archive, frames=None, version=2, **header_fields) -> bytes:
+    """``archive`` with other header values or frames, written (and CRC'd) by the container itself:
+    by default in format 2, whose JSON header and chunk table can say anything."""
     header = dataclasses.replace(archive.header, **header_fields)
-    return container.write(dataclasses.replace(archive, header=header, frames=frames or archive.frames))
+    archive = dataclasses.replace(archive, header=header, frames=frames or archive.frames,
+                                  original_sha256=container.original_identity(TEXT)[1])
+    return container.write(archive, version)
 
 
 @pytest.mark.parametrize("field, value", [
@@ -84,11 +90,13 @@ def _bomb(backend: str) -> bytes:
     return b"".join(packer.process(zeros) for _ in range(256)) + packer.finish()
 
 
+@pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("backend", ["gzip", "xz", "zstd", "brotli"])
-def test_compression_bombs_stop_at_what_the_frame_can_hold(backend):
+def test_compression_bombs_stop_at_what_the_frame_can_hold(backend, version):
     # A raw frame of 100 bytes whose payload expands to 256 MiB: refused before it is expanded.
-    frame = container.Frame("raw", 100, [], [], [_bomb(backend)])
-    blob = container.write(container.Archive(container.Header(mode="raw", backend=backend), [frame], 100, bytes(32)))
+    frame = container.Frame("raw", 100, [], [], [_bomb(backend)], crc=0)
+    archive = container.Archive(container.Header(mode="raw", backend=backend), [frame], 100, bytes(32))
+    blob = container.write(archive, version)
     with pytest.raises(BadArchiveError, match="expands beyond the 100 bytes"):
         Decompressor().decompress(blob)
 
@@ -123,6 +131,22 @@ def test_frame_sizes_and_stream_counts_that_lie_are_refused(archive):
     for lie, error in [(dict(size=1 << 40), "a frame of"), (dict(streams=frame.streams * 2), "holds 4 streams")]:
         with pytest.raises(BadArchiveError, match=error):
             container.read(forged(archive, frames=[dataclasses.replace(frame, **lie)]))
+
+
+@pytest.mark.parametrize("size, tokens, length, error", [
+    (462, 5000, 32, "5000 tokens in a frame of 462 bytes"), (462, 400, 0, "in chunks of 0"),
+    (462, 400, 400, "longer than its context of 32"), (1 << 22, 1 << 22, 1, "in chunks of 1")])
+def test_compact_chunk_tables_that_lie_are_refused(archive, nothing_loads, size, tokens, length, error):
+    # Format 3 records a token count and a chunk length: each lie is refused before the chunk
+    # list is made (four million chunks of one token would be a list of four million).
+    frame = archive.frames[0]
+    body = b"".join([container._varint(n) for n in (size, tokens, length, len(frame.streams[0]))] + frame.streams)
+    blob = container.write(archive, 3)
+    start = blob.index(container.frame_bytes(frame, 3)) - 1 - len(container._varint(len(container.frame_bytes(frame, 3))))
+    forged_blob = (blob[:start] + bytes([2]) + container._varint(len(body)) + body
+                   + zlib.crc32(body).to_bytes(4, "little") + frame.crc.to_bytes(4, "little") + b"\x00")
+    with pytest.raises(BadArchiveError, match=error):
+        nothing_loads.decompress(forged_blob)
 
 
 def test_a_folder_named_in_the_archive_is_never_loaded(archive, nothing_loads):

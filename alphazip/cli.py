@@ -4,6 +4,11 @@ Every failure a user can cause ends as one line on stderr and a non-zero exit: 1
 input or model, a full disk or a closed pipe, 2 for bad usage, 130 for Ctrl-C and 143 for
 SIGTERM. Output goes to a temporary file renamed into place only once complete (see
 ``output``), so an interrupted or failed run leaves nothing behind.
+
+Given several files (or -r and a folder), pack, unpack and test do each in turn with one
+model load, as gzip does: a file that fails is named on one line and the rest go on; the exit
+status is the worst one's. Ctrl-C or SIGTERM stops the whole run: the file in progress leaves
+nothing, those already done stay.
 """
 
 import hashlib
@@ -11,6 +16,7 @@ import itertools
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,10 +40,15 @@ app.add_typer(models_app, name="models")
 
 SUFFIX = ".az"
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")]
-Stdout = Annotated[bool, typer.Option("--stdout", "-c", help="Write to standard output.")]
+Stdout = Annotated[bool, typer.Option("--stdout", "-c", help="Write to standard output (one input only: archives "
+                                      "do not concatenate).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print sizes and speed.")]
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Output file (one input only).")]
+Archives = Annotated[list[str], typer.Argument(metavar="FILE", help="Archives to unpack (each FILE.az into FILE), or - "
+                                               "alone for standard input.")]
+RecurseArchives = Annotated[bool, typer.Option("--recursive", "-r", help="Also every *.az file in the folders given "
+                                               "and below (symbolic links skipped).")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name or local folder.")]
 Threads = Annotated[int, typer.Option("--threads", "-T", help="CPU threads for the model (0: torch's default). "
                                       "Archives of the exact engine come out the same under any count.")]
@@ -66,9 +77,12 @@ def _decompressor(model: str | None, batch: int | None, memory_limit: str | None
 
 @app.command()
 def pack(
-    file: Annotated[str, typer.Argument(help="File to pack, or - for standard input.")],
+    files: Annotated[list[str], typer.Argument(metavar="FILE", help="Files to pack (each FILE into FILE.az), or - "
+                                               "alone for standard input.")],
     output: Output = None, stdout: Stdout = False, force: Force = False,
     quiet: Quiet = False, verbose: Verbose = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also every regular file in the folders given "
+                                            "and below, except *.az files and symbolic links.")] = False,
     backend: Annotated[str, typer.Option(help=f"Back-end coder: {', '.join(backend_names())}.")] = "brotli",
     model: Annotated[str, typer.Option("--model", "-m", help="Built-in model name or local folder.")] = DEFAULT_MODEL,
     top_k: Annotated[int, typer.Option(help="Ranks below this are symbols; others are escaped.")] = api.DEFAULT_TOP_K,
@@ -88,56 +102,67 @@ def pack(
                                          "keeping it (about twice the time); with -c it is held in a temporary file "
                                          "until verified.")] = False,
 ):
-    """Pack FILE into FILE.az."""
+    """Pack each FILE into FILE.az, loading the model once for all."""
     with _errors_to_exit(), api.torch_threads(threads):
         settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype,
                              mode=mode, engine=engine, frame_bytes=frame_size)
-        target = _target(file, output, stdout, lambda name: name + SUFFIX)
+        run = _Run(files, recursive, output, stdout, verbose)
         if model in BUILTIN_MODELS and is_cached(model):  # a damaged cache is fetched anew, saying so here
             pull(model, log=lambda message: typer.echo(f"alphazip: {message}", err=True))
-        started = time.perf_counter()
-        with _input(file) as raw:
-            source = _Tally(raw)
-            check = _verifier(model, source, quiet) if verify else None
-            with safe_output(target, force, check) as sink, progress_bar("packing", quiet, "bytes") as progress:
-                original, packed = api.Compressor(settings).compress_stream(source, sink, progress, _size_of(raw))
-        if verbose:
-            _report(file, original, packed, time.perf_counter() - started)
+        compressor = api.Compressor(settings)
+        checker = api.Decompressor(model) if verify else None  # --verify's, sharing the loaded model
+
+        def pack_one(file: str) -> tuple[int, int]:
+            target = _target(file, output, stdout, lambda name: name + SUFFIX)
+            with _input(file) as raw:
+                source = _Tally(raw)
+                check = _verifier(checker, source, quiet) if checker else None
+                with safe_output(target, force, check) as sink, run.progress("packing", file, quiet) as progress:
+                    return compressor.compress_stream(source, sink, progress, _size_of(raw))
+
+        run.each(run.expand(lambda name: not name.endswith(SUFFIX)), pack_one)
 
 
 @app.command()
 def unpack(
-    file: Annotated[str, typer.Argument(help="Archive to unpack, or - for standard input.")],
-    output: Output = None, stdout: Stdout = False, force: Force = False,
-    quiet: Quiet = False, verbose: Verbose = False, model: ModelOption = None, threads: Threads = 0,
-    batch: UnpackBatch = None, memlimit: MemoryLimit = None,
+    files: Archives, output: Output = None, stdout: Stdout = False, force: Force = False,
+    quiet: Quiet = False, verbose: Verbose = False, recursive: RecurseArchives = False, model: ModelOption = None,
+    threads: Threads = 0, batch: UnpackBatch = None, memlimit: MemoryLimit = None,
 ):
-    """Unpack FILE.az into FILE."""
+    """Unpack each FILE.az into FILE, loading each model once for all."""
     with _errors_to_exit(), api.torch_threads(threads):
         decompressor = _decompressor(model, batch, memlimit)
-        target = _target(file, output, stdout, _strip_suffix)
-        started = time.perf_counter()
-        with _input(file) as source, safe_output(target, force) as sink, progress_bar("unpacking", quiet, "bytes") as progress:
-            original = decompressor.decompress_stream(source, sink, progress)
-            packed = source.tell() if source.seekable() else 0
-        if verbose:
-            _report(file, original, packed, time.perf_counter() - started)
+        run = _Run(files, recursive, output, stdout, verbose)
+
+        def unpack_one(file: str) -> tuple[int, int]:
+            target = _target(file, output, stdout, _strip_suffix)
+            with _input(file) as source, safe_output(target, force) as sink, \
+                    run.progress("unpacking", file, quiet) as progress:
+                original = decompressor.decompress_stream(source, sink, progress)
+                return original, source.tell() if source.seekable() else 0
+
+        run.each(run.expand(_is_archive), unpack_one)
 
 
 @app.command()
 def test(
-    files: Annotated[list[str], typer.Argument(help="Archives to verify.")],
-    quiet: Quiet = False, model: ModelOption = None, threads: Threads = 0, batch: UnpackBatch = None,
-    memlimit: MemoryLimit = None,
+    files: Annotated[list[str], typer.Argument(metavar="FILE", help="Archives to verify, or - alone for standard "
+                                               "input.")],
+    quiet: Quiet = False, recursive: RecurseArchives = False, model: ModelOption = None, threads: Threads = 0,
+    batch: UnpackBatch = None, memlimit: MemoryLimit = None,
 ):
     """Verify archives completely, like gzip -t; writes nothing."""
     with _errors_to_exit(), api.torch_threads(threads):
         decompressor = _decompressor(model, batch, memlimit)
-        for file in files:
+        run = _Run(files, recursive)
+
+        def test_one(file: str) -> None:
             with _input(file) as source, progress_bar(f"testing {file}", quiet, "bytes") as progress:
                 decompressor.decompress_stream(source, _Discard(), progress)
             if not quiet:
                 typer.echo(f"{file}: OK", err=True)
+
+        run.each(run.expand(_is_archive), test_one)
 
 
 @app.command()
@@ -275,10 +300,91 @@ def _integers(values: str, option: str) -> tuple[int, ...]:
         raise UsageError(f"{option} takes comma-separated integers, not {values!r}") from None
 
 
+def _is_archive(name: str) -> bool:
+    return name.endswith(SUFFIX) and name != SUFFIX
+
+
 def _strip_suffix(name: str) -> str:
     if not name.endswith(SUFFIX) or name == SUFFIX:
         raise UsageError(f"{name}: unknown suffix, expected {SUFFIX} (use -o to name the output)")
     return name[: -len(SUFFIX)]
+
+
+class _Run:
+    """The inputs of one pack, unpack or test command, done one at a time as gzip does.
+
+    With one FILE everything reads as it always has: a failure ends the command with its own
+    message. With several (or -r and a folder) a failure is named on one line, ``alphazip:
+    FILE: reason``, and the rest go on; the command then exits with the worst status met.
+    """
+
+    def __init__(self, files: list[str], recursive: bool, output: Path | None = None, stdout: bool = False,
+                 verbose: bool = False):
+        if "-" in files and len(files) > 1:
+            raise UsageError("- (standard input) must be the only input")
+        self.files, self.recursive, self.verbose = files, recursive, verbose
+        self.several = len(files) > 1 or (recursive and any(os.path.isdir(file) for file in files))
+        if self.several and output is not None:
+            raise UsageError("-o names one output; with several inputs each output goes beside its input")
+        if self.several and stdout:
+            raise UsageError("-c takes one input: archives do not concatenate, so several would not unpack")
+        self.status = 0
+
+    def expand(self, wanted: Callable[[str], bool]) -> list[str]:
+        """The files to do: those given, and with -r the regular files under each folder given
+        whose names ``wanted`` accepts (symbolic links skipped, as gzip -r). Listed in full before
+        any is done, so that outputs written into the tree are not taken as inputs."""
+        found = []
+        for file in self.files:
+            if self.recursive and os.path.isdir(file):
+                found.extend(self._walk(file, wanted))
+            else:
+                found.append(file)
+        return found
+
+    def _walk(self, folder: str, wanted: Callable[[str], bool]) -> Iterator[str]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            self._fail(folder, AlphazipError(f"{folder}: {exc.strerror}"))
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(entry.path, wanted)
+            elif entry.is_file(follow_symlinks=False) and wanted(entry.name):
+                yield entry.path
+
+    def each(self, files: list[str], work: Callable[[str], tuple[int, int] | None]) -> None:
+        """Call ``work`` on each file; it returns (original bytes, archive bytes) for -v, or None.
+        Ctrl-C and SIGTERM are not caught here: they stop the run."""
+        totals, started = [0, 0, 0], time.perf_counter()
+        for file in files:
+            began = time.perf_counter()
+            try:
+                sizes = work(file)
+            except (AlphazipError, MemoryError) as exc:
+                if not self.several:
+                    raise  # one input: its message exactly as it always was
+                self._fail(file, exc)
+                continue
+            if self.verbose and sizes is not None:
+                _report(file, *sizes, time.perf_counter() - began)
+                totals = [totals[0] + 1, totals[1] + sizes[0], totals[2] + sizes[1]]
+        if self.verbose and self.several and totals[0]:
+            _report(f"{totals[0]} files", totals[1], totals[2], time.perf_counter() - started)
+        if self.status:
+            raise typer.Exit(self.status)
+
+    def progress(self, verb: str, file: str, quiet: bool):
+        """A progress bar per file, labelled with its name when there are several."""
+        return progress_bar(f"{verb} {file}" if self.several else verb, quiet, "bytes")
+
+    def _fail(self, file: str, exc: BaseException) -> None:
+        status, message = _failure(exc)
+        named = message if message.startswith(f"{file}:") else f"{file}: {message}"
+        typer.echo(f"alphazip: {named}", err=True)
+        self.status = max(self.status, status)
 
 
 def _target(file: str, output: Path | None, stdout: bool, derive) -> Path | None:
@@ -350,7 +456,7 @@ class _Tally:
         return data
 
 
-def _verifier(model: str, read: _Tally, quiet: bool):
+def _verifier(decompressor: api.Decompressor, read: _Tally, quiet: bool):
     """pack --verify's check of the finished archive: it must unpack to the bytes that were read.
 
     The count and hash come from the command's own reading of the input, not from the archive's
@@ -359,7 +465,7 @@ def _verifier(model: str, read: _Tally, quiet: bool):
         decoded = _Tally()
         with open(archive, "rb") as packed, progress_bar("verifying", quiet, "bytes") as progress:
             try:
-                api.Decompressor(model).decompress_stream(packed, decoded, progress)
+                decompressor.decompress_stream(packed, decoded, progress)
             except AlphazipError as exc:
                 raise AlphazipError(f"--verify: the archive does not unpack ({exc}); nothing was written") from None
         if (decoded.size, decoded.hash.digest()) != (read.size, read.hash.digest()):
@@ -396,27 +502,29 @@ def _report(file: str, original: int, packed: int, seconds: float) -> None:
     typer.echo(f"{file}: {original} <-> {packed} bytes, {bpb:.3f} bits/byte, {seconds:.1f} s", err=True)
 
 
+def _failure(exc: AlphazipError | MemoryError) -> tuple[int, str]:
+    """The exit status and message for one of our errors or a MemoryError."""
+    if isinstance(exc, MemoryError):
+        # A frame needs memory in proportion to its size: a large --frame-size, or a corrupt
+        # archive whose lengths were forged with valid checksums. The output is never left behind.
+        return 1, "out of memory (try a smaller --frame-size when packing)"
+    return (2 if isinstance(exc, UsageError) else 1), str(exc)
+
+
 @contextmanager
 def _errors_to_exit():
     try:
         yield
-    except UsageError as exc:
-        typer.echo(f"alphazip: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except AlphazipError as exc:
-        typer.echo(f"alphazip: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except (AlphazipError, MemoryError) as exc:
+        status, message = _failure(exc)
+        typer.echo(f"alphazip: {message}", err=True)
+        raise typer.Exit(status) from None
     except Terminated:
         typer.echo("alphazip: terminated", err=True)
         raise typer.Exit(128 + signal.SIGTERM) from None
     except KeyboardInterrupt:
         typer.echo("alphazip: interrupted", err=True)
         raise typer.Exit(128 + signal.SIGINT) from None
-    except MemoryError:
-        # A frame needs memory in proportion to its size: a large --frame-size, or a corrupt
-        # archive whose lengths were forged with valid checksums. The output is never left behind.
-        typer.echo("alphazip: out of memory (try a smaller --frame-size when packing)", err=True)
-        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -284,6 +284,7 @@ class Decompressor:
                 if header.mode != "model":
                     raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
                 _check_chunk_lengths(header, frame)
+                limits.check_model_frame(sum(frame.chunk_tokens), self.memory_limit)
                 if model is None:
                     _check_engine_known(header)
                     model = self.models.get(self.model_spec(header), header.dtype)
@@ -564,10 +565,11 @@ def describe(blob: bytes) -> dict:
                   "engine": header.engine, "probe": header.probe[:16] or "-", "top_k": header.top_k,
                   # 0 asks for the default, which follows each frame's size: show the longest chunk
                   "context": header.context or max((n for f in frames for n in f.chunk_tokens), default=0),
-                  "batch": header.batch, "threads": header.threads,
-                  "versions": ", ".join(f"{k} {v}" for k, v in sorted(header.versions.items())),
                   "chunks": sum(len(f.chunk_tokens) for f in frames),
                   "tokens": sum(sum(f.chunk_tokens) for f in frames)}
+        if header.threads or header.versions:  # what format 2 recorded; format 3 only where they decide bits
+            facts |= {"batch": header.batch, "threads": header.threads,
+                      "versions": ", ".join(f"{k} {v}" for k, v in sorted(header.versions.items())) or "-"}
     facts |= {"original bytes": size, "archive bytes": len(blob),
               "ratio": f"{len(blob) / size:.4f}" if size else "-",
               "bits per byte": f"{8 * len(blob) / size:.4f}" if size else "-",

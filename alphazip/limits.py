@@ -48,6 +48,18 @@ def fitting_batch(model, engine: str, batch: int, longest: int, limit: int) -> i
                            f"memory limit of {_mib(limit)}; raise it with --memlimit")
 
 
+SYMBOL_BYTES = 16  # per token of a model frame: its int64 symbol, its serialized bytes, their copies
+
+
+def check_model_frame(tokens: int, limit: int) -> None:
+    """A model frame's symbols are decoded whole before any chunk steps: refuse a frame whose
+    symbol arrays would not fit in ``limit`` before they are expanded."""
+    if tokens * SYMBOL_BYTES > limit:
+        raise MemoryLimitError(f"archive holds a frame of {tokens} tokens, whose symbols need "
+                               f"{_mib(tokens * SYMBOL_BYTES)}, more than the memory limit of {_mib(limit)}; "
+                               "raise it with --memlimit")
+
+
 def check_raw_frame(size: int, limit: int) -> None:
     """A raw frame is decoded whole: refuse one larger than ``limit`` before expanding it."""
     if size > limit:

@@ -6,8 +6,9 @@ nothing, so the case's own setting says it: an empty ``ALPHAZIP_CACHE`` shows an
 pip download in the error, and the tiny model is only named, never passed).
 
     python scripts/check_hostile.py                       # this checkout
-    python scripts/check_hostile.py --source /tmp/old     # another checkout (e.g. a git worktree
-                                                          # of an earlier commit), same archives
+    python scripts/check_hostile.py --source /tmp/old --legacy-fingerprints
+                                  # an older checkout (a git worktree of an earlier commit), the
+                                  # same archives but recording the fingerprint it computes
 """
 
 import argparse
@@ -30,8 +31,11 @@ TEXT = b"Alice was beginning to get very tired of sitting by her sister on the b
 TINY = str(ROOT / "tests" / "data" / "tiny-model")
 
 
-def forge_cases(folder: Path) -> list[dict]:
-    """Write every forged archive into ``folder``; each case: name, archive, extra arguments, note."""
+def forge_cases(folder: Path, legacy: bool) -> list[dict]:
+    """Write every forged archive into ``folder``; each case: name, archive, extra arguments, note.
+
+    ``legacy``: record the fingerprint older versions compute (this one accepts it too), so that
+    an older checkout gets past its model check and meets each hole."""
     from alphazip import Compressor, container
 
     from alphazip.api import MODELS
@@ -40,13 +44,7 @@ def forge_cases(folder: Path) -> list[dict]:
     packer = Compressor(backend="zstd", mode="model", model=TINY, context=32, batch=2)
     valid = container.read(packer.compress(TEXT))
     model = MODELS.get(TINY, "float32")
-    valid.original_sha256 = container.original_identity(TEXT)[1]
-    valid.frames[0].chunk_crcs = [zlib.crc32(model.tokenizer.decode(chunk)) for chunk in packer.chunks_of(TEXT, model)]
-    # The fingerprint older versions record (this one accepts it too): so that an older checkout
-    # given as --source gets past its model check and meets each hole.
-    legacy_header = dataclasses.replace(valid.header, model_fingerprint=model.fingerprints[1], probe=model.probe(
-        valid.header.engine), batch=2, versions={})
-    valid = dataclasses.replace(valid, header=legacy_header)
+    valid = as_format_2(valid, packer, model, TEXT, legacy)
     frame = valid.frames[0]
     cases = []
 
@@ -87,14 +85,45 @@ def forge_cases(folder: Path) -> list[dict]:
         note="header names a loadable folder; the fingerprint is no model's")
     add("builtin-name-unknown-fingerprint", header(model="smollm2-135m", model_fingerprint="1" * 64), args=(),
         note="run with an empty ALPHAZIP_CACHE: a fetch would show")
-    edited = folder / "edited-model"
-    shutil.copytree(TINY, edited)
-    config = json.loads((edited / "config.json").read_text())
-    config["bos_token_id"] = config["eos_token_id"]  # read by every chunk's first step; the old fingerprint ignored it
-    (edited / "config.json").write_text(json.dumps(config))
-    add("edited-config-bos_token_id", container.write(valid), args=("--model", str(edited)),
-        note="a valid archive, unpacked with a copy of its model whose config names another BOS token")
+    gemma_archive, edited = sliding_window_case(folder, legacy)
+    add("edited-config-sliding_window", gemma_archive, args=("--model", str(edited)),
+        note="a valid archive of a tiny Gemma 3 (window 32), unpacked with a copy whose config says 40")
     return cases
+
+
+def as_format_2(archive, packer, model, data: bytes, legacy: bool):
+    """``archive`` (read from format 3) with what format 2 records: chunk CRCs, SHA-256, the full
+    probe, and the fingerprint ``legacy`` asks for."""
+    from alphazip import container
+
+    archive.original_sha256 = container.original_identity(data)[1]
+    archive.frames[0].chunk_crcs = [zlib.crc32(model.tokenizer.decode(c)) for c in packer.chunks_of(data, model)]
+    header = dataclasses.replace(archive.header, model_fingerprint=model.fingerprints[1 if legacy else 0],
+                                 probe=model.probe(archive.header.engine), batch=2, versions={})
+    return dataclasses.replace(archive, header=header)
+
+
+def sliding_window_case(folder: Path, legacy: bool) -> tuple[bytes, Path]:
+    """An archive of a tiny Gemma 3 whose window (32) is longer than the probe's 24 tokens, and a
+    copy of the model with another window: only the fingerprint can tell them apart."""
+    from tiny import tiny_gemma3
+
+    from alphazip import Compressor, container
+    from alphazip.api import MODELS
+
+    original, edited = folder / "gemma", folder / "gemma-edited"
+    network, tokenizer = tiny_gemma3(sliding_window=32)
+    network.save_pretrained(original)
+    tokenizer.save_pretrained(original)
+    shutil.copytree(original, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["sliding_window"] = 40
+    (edited / "config.json").write_text(json.dumps(config))
+    data = TEXT * 4
+    packer = Compressor(backend="zstd", mode="model", model=str(original), context=64)
+    archive = as_format_2(container.read(packer.compress(data)), packer, MODELS.get(str(original), "float32"), data,
+                          legacy)
+    return container.write(archive, 2), edited
 
 
 # The child reports its own peak RSS on its way out, whatever the exit.
@@ -127,11 +156,13 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose alphazip runs the cases")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--timeout", type=float, default=120, help="seconds a case may run (then: a hang)")
+    parser.add_argument("--legacy-fingerprints", action="store_true",
+                        help="archives record the older fingerprint (for an older checkout as --source)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         (work / "cache").mkdir()
-        cases = forge_cases(work)
+        cases = forge_cases(work, args.legacy_fingerprints)
         results = []
         for case in cases:
             result = run_case(case, args.source.resolve(), work / "cache", args.timeout) | {"note": case["note"]}

@@ -4,8 +4,10 @@
     python scripts/fuzz_archives.py --replay fuzz-failures/000123-header-other.az
 
 Prints cases by kind and outcome, the slowest case, the largest peak RSS, and each distinct
-failure once; exits 1 if any case gave a wrong output, another exception, a hang, ran out of
-memory or killed its worker. Each case is a function of (seed, index): ``--only 123`` makes
+failure once; exits 1 if any case decoded an archive that lies (lax), gave a wrong output,
+another exception, a hang, ran out of memory or killed its worker. Seeds are archives of
+formats 3 (what the writer makes), 2 and 1; the "v3" kind forges format 3's compact header and
+records. Each case is a function of (seed, index): ``--only 123`` makes
 case 123 of a run again. See alphazip/fuzz/__init__.py for how the harness is built.
 """
 

@@ -8,7 +8,8 @@ Each input is read by ``container.read``, described (``alphazip info``) and deco
 ``Decompressor(model=<tiny model>)``, under a time limit and an address-space limit. Our errors
 are the expected answer; anything else, a hang, or an output other than a seed's original is a
 failure: its input is saved under ``--failures`` (one per signature) and fuzzing goes on, so one
-hole does not hide the next. The search starts from valid archives of every back-end.
+hole does not hide the next. The search starts from valid archives of every back-end, in
+formats 3, 2 and 1.
 ``tests/data/fuzz-corpus`` keeps the minimized corpus; tests/test_fuzz.py replays it.
 """
 

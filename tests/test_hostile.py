@@ -226,3 +226,11 @@ class _RunsCode:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_a_model_frame_whose_symbols_exceed_the_memory_limit_is_refused(archive, tiny):
+    blob = container.write(archive)
+    tokens = sum(archive.frames[0].chunk_tokens)
+    assert Decompressor(memory_limit=1 << 30).decompress(blob) == TEXT
+    with pytest.raises(MemoryLimitError, match=f"a frame of {tokens} tokens"):
+        Decompressor(memory_limit=tokens * 8).decompress(blob)

@@ -37,13 +37,15 @@ def zeros(backend: str, size: int) -> bytes:
     """A ``backend`` payload of ``size`` zero bytes, made 1 MiB at a time."""
     if backend == "huffman":
         return huffman_zeros(size, 256)
-    feed, finish = _compressors()[backend]()
+    feed, finish = _compressors(size)[backend]()
     pieces = [feed(bytes(_MIB)) for _ in range(size // _MIB)]
     return b"".join(pieces) + feed(bytes(size % _MIB)) + finish()
 
 
-def _compressors() -> dict:
-    """Per back-end, a function giving a fresh (feed, finish) pair in the back-end's format."""
+def _compressors(size: int) -> dict:
+    """Per back-end, a function giving a fresh (feed, finish) pair in the back-end's format, for
+    ``size`` bytes in all (zstd records it in the frame, as the writer does: the reader
+    refuses a zstd payload that does not say its size)."""
     def gzip():
         c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # one gzip member
         return c.compress, c.flush
@@ -57,7 +59,7 @@ def _compressors() -> dict:
         return c.process, c.finish
 
     def zstd():
-        c = zstandard.ZstdCompressor(level=3).compressobj()
+        c = zstandard.ZstdCompressor(level=3).compressobj(size=size)
         return c.compress, c.flush
 
     return {"gzip": gzip, "xz": xz, "brotli": brotli_, "zstd": zstd}

@@ -1,16 +1,18 @@
 """Byte-level writers for archives the container's own writer would not make, every CRC valid.
 
-They follow the layouts of ``alphazip.container`` (format 2 in its docstring, format 1 as
-``_read_version_1`` reads it) and take each count and length as an argument, so a case can make
-any of them lie while the CRC-32s stay right: a CRC guards against noise, never against a forger.
+They follow the layouts of ``alphazip.container`` (formats 3 and 2 in its docstring, format 1
+as ``_read_version_1`` reads it) and take each count and length as an argument, so a case can
+make any of them lie while the CRC-32s stay right: a CRC guards against noise, never against a
+forger. Format 3's second CRC per frame is of the bytes the frame decodes to: a forger keeps the
+true one, or computes it from bytes it knows.
 """
 
 import json
 import struct
 import zlib
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
-from .. import container
+from .. import compact, container
 from ..container import Archive, Frame, Header
 
 _MODE_BYTES = {"raw": 0, "model": 1}  # a frame body's first byte
@@ -74,15 +76,117 @@ def write_version_2(header: dict | bytes, records: list[bytes], end: bytes, *, h
     return out + struct.pack("<I", zlib.crc32(out)) + junk
 
 
-def write_archive(archive: Archive) -> bytes:
+def write_archive(archive: Archive, version: int = container.FORMAT_VERSION, *, sha_trailer: bool | None = None
+                  ) -> bytes:
     """``container.write``, as the brief of a forger says; where the writer refuses hostile
-    values (it may check what it writes), the same bytes by hand."""
-    try:
-        return container.write(archive)
-    except Exception:  # noqa: BLE001 - any refusal: the forger writes it anyway
-        records = [frame_record(frame_body(frame)) for frame in archive.frames]
-        return write_version_2(header_fields(archive.header), records,
-                               trailer(archive.original_size, archive.original_sha256))
+    values (it may check what it writes), the same bytes by hand. In format 3 ``sha_trailer``
+    says whether the trailer holds the size and SHA-256 (None: as the writer decides, when
+    there is more than one frame); a frame without ``crc`` gets the CRC-32 of nothing."""
+    honest = sha_trailer is None or sha_trailer == (len(archive.frames) > 1)
+    # Format 3's writer takes a raw frame's first stream and a model frame's two: more or fewer
+    # are written by hand, so that the lie is in the bytes.
+    canonical = all(frame.crc is not None and len(frame.streams) == (1 if frame.mode == "raw" else 2)
+                    for frame in archive.frames)
+    if honest and (version == 2 or canonical):
+        try:
+            return container.write(archive, version)
+        except Exception:  # noqa: BLE001 - any refusal: the forger writes it anyway
+            pass
+    if version == 3:
+        records = [compact_record(compact_body(frame), frame.crc or 0, tag=compact_tag(frame.mode))
+                   for frame in archive.frames]
+        end = compact_trailer(archive.original_size, archive.original_sha256,
+                              len(archive.frames) > 1 if sha_trailer is None else sha_trailer)
+        return write_version_3(compact.header_bytes(archive.header), records, end)
+    records = [frame_record(frame_body(frame)) for frame in archive.frames]
+    return write_version_2(header_fields(archive.header), records,
+                           trailer(archive.original_size, archive.original_sha256))
+
+
+# Format 3: the compact header, tagged frame records with two CRCs, a trailer without a CRC.
+
+def compact_tag(mode: str) -> int:
+    """A format-3 record's tag for a frame of ``mode`` (1 raw, 2 model)."""
+    return {"raw": 1, "model": 2}[mode]
+
+
+def compact_body(frame: Frame, *, size: int | None = None, tokens: int | None = None, length: int | None = None,
+                 symbols_length: int | None = None, tail: bytes = b"") -> bytes:
+    """A format-3 frame body; each keyword, when given, replaces the true value with a lie.
+    A model frame's chunk table is written as its total and its first chunk's length (what the
+    format holds); streams beyond the two a model frame has are run on into the escapes."""
+    parts = [leb128(frame.size if size is None else size)]
+    if frame.mode == "raw":
+        return parts[0] + b"".join(frame.streams) + tail
+    symbols = frame.streams[0] if frame.streams else b""
+    parts += [leb128(sum(frame.chunk_tokens) if tokens is None else tokens),
+              leb128((frame.chunk_tokens[0] if frame.chunk_tokens else 0) if length is None else length),
+              leb128(len(symbols) if symbols_length is None else symbols_length), symbols, *frame.streams[1:]]
+    return b"".join(parts) + tail
+
+
+def compact_record(body: bytes, data_crc: int, *, tag: int = 2, length: int | None = None) -> bytes:
+    """A format-3 frame record: tag, body length (true unless given), body, CRC-32 of the body,
+    ``data_crc`` (the CRC-32 the frame's decoded bytes must have)."""
+    return (bytes([tag]) + leb128(len(body) if length is None else length) + body
+            + struct.pack("<II", zlib.crc32(body), data_crc & 0xFFFFFFFF))
+
+
+def compact_trailer(size: int, sha256: bytes | None, with_sha: bool, tag: int = 0) -> bytes:
+    """Format 3's end record: the tag, and the original's size and SHA-256 where ``with_sha``."""
+    return bytes([tag]) + (leb128(size) + (sha256 or bytes(32)) if with_sha else b"")
+
+
+def write_version_3(header: bytes, records: list[bytes], end: bytes, *, header_length: int | None = None,
+                    version: int = 3, junk: bytes = b"") -> bytes:
+    """A format-3 archive from its compact header and records: the header's CRC is computed."""
+    head = container.MAGIC + bytes([version]) + leb128(len(header) if header_length is None else header_length)
+    head += header
+    return head + struct.pack("<I", zlib.crc32(head)) + b"".join(records) + end + junk
+
+
+@dataclass
+class Parts:
+    """A valid format-2 or format-3 archive cut into what the hand-writers take."""
+
+    version: int
+    header: bytes  # the JSON (format 2) or the compact header (format 3)
+    bodies: list[bytes]
+    tags: list[int]  # each record's tag (format 3: its mode)
+    data_crcs: list[int]  # format 3: each frame's CRC-32 of its decoded bytes
+    end: bytes  # the end record (format 2: without the archive's CRC)
+
+    def records(self) -> list[bytes]:
+        if self.version == 2:
+            return [frame_record(body) for body in self.bodies]
+        return [compact_record(body, crc, tag=tag) for body, crc, tag in zip(self.bodies, self.data_crcs, self.tags)]
+
+    def write(self, records: list[bytes] | None = None, end: bytes | None = None, **keywords) -> bytes:
+        """The archive again, with ``records`` or ``end`` replaced where given."""
+        writer = write_version_2 if self.version == 2 else write_version_3
+        return writer(self.header, self.records() if records is None else records,
+                      self.end if end is None else end, **keywords)
+
+
+def split(blob: bytes) -> Parts:
+    """A valid format-2 or format-3 archive's header, frame records and end record."""
+    version, pos = blob[len(container.MAGIC)], len(container.MAGIC) + 1
+    if version == 2:
+        length, pos = struct.unpack_from("<I", blob, pos)[0], pos + 4
+    else:
+        length, pos = _leb128_at(blob, pos)
+    header, pos = blob[pos:pos + length], pos + length + 4
+    parts = Parts(version, header, [], [], [], b"")
+    while blob[pos] != 0:
+        length, start = _leb128_at(blob, pos + 1)
+        parts.tags.append(blob[pos])
+        parts.bodies.append(blob[start:start + length])
+        pos = start + length + 4
+        if version == 3:
+            parts.data_crcs.append(struct.unpack_from("<I", blob, pos)[0])
+            pos += 4
+    parts.end = blob[pos:-4] if version == 2 else blob[pos:]
+    return parts
 
 
 def write_version_1(header: dict | bytes, frame: Frame, size: int, sha256: bytes, *, chunk_count: int | None = None,
@@ -106,14 +210,18 @@ def with_crc(content: bytes) -> bytes:
     return content + struct.pack("<I", zlib.crc32(content))
 
 
-def fix_crcs(blob: bytes) -> bytes:
+def fix_crcs(blob: bytes, decoded: list[bytes] | None = None) -> bytes:
     """Make a damaged archive's CRC-32s right again, as far as its structure can still be
-    followed: the header's, each frame record's, and the last four bytes as the CRC of all
-    before them. This takes blind mutation past the CRCs, to the code that acts on the bytes."""
-    if blob[:len(container.MAGIC)] != container.MAGIC or len(blob) < 13:
+    followed: the header's, each frame record's, and (format 1 and 2) the last four bytes as
+    the CRC of all before them. In format 3 a record's second CRC is of its decoded bytes:
+    kept as it is, or made that of ``decoded[i]`` for record ``i`` where the caller knows what
+    the frame should decode to. This takes blind mutation past the CRCs, to the code behind."""
+    if blob[:len(container.MAGIC)] != container.MAGIC or len(blob) < 10:
         return blob
-    if blob[4] != 2:  # format 1 (or an unknown version): one CRC, at the end
-        return with_crc(blob[:-4])
+    if blob[4] == 3:
+        return _fix_version_3(bytearray(blob), decoded or [])
+    if blob[4] != 2 or len(blob) < 13:  # format 1 (or an unknown version): one CRC, at the end
+        return with_crc(blob[:-4]) if len(blob) >= 13 else blob
     out = bytearray(blob)
     pos = 9 + struct.unpack_from("<I", out, 5)[0]
     if pos + 4 <= len(out):
@@ -129,6 +237,25 @@ def fix_crcs(blob: bytes) -> bytes:
     return with_crc(bytes(out[:-4]))
 
 
+def _fix_version_3(out: bytearray, decoded: list[bytes]) -> bytes:
+    length, pos = _leb128_at(out, 5)
+    if length is None or pos + length + 4 > len(out):
+        return bytes(out)
+    pos += length
+    out[pos:pos + 4] = struct.pack("<I", zlib.crc32(out[:pos]))
+    pos, index = pos + 4, 0
+    while pos < len(out) and out[pos] in (1, 2):  # frame records, while they still parse
+        length, start = _leb128_at(out, pos + 1)
+        if length is None or start + length + 8 > len(out):
+            break
+        pos = start + length
+        out[pos:pos + 4] = struct.pack("<I", zlib.crc32(out[start:pos]))
+        if index < len(decoded):
+            out[pos + 4:pos + 8] = struct.pack("<I", zlib.crc32(decoded[index]))
+        pos, index = pos + 8, index + 1
+    return bytes(out)
+
+
 def _leb128_at(data: bytes, pos: int) -> tuple[int | None, int]:
     value = shift = 0
     while pos < len(data) and shift < 70:
@@ -142,12 +269,3 @@ def _leb128_at(data: bytes, pos: int) -> tuple[int | None, int]:
 def _fixed(layout: str, *values: int) -> bytes:
     widths = [8 * struct.calcsize("<" + code) for code in layout[1:]]
     return struct.pack(layout, *(value % (1 << width) for value, width in zip(values, widths)))
-
-
-def split(blob: bytes) -> tuple[bytes, list[bytes], bytes]:
-    """A valid format-2 archive's header JSON, frame bodies and end record."""
-    archive = container.read(blob)
-    (length,) = struct.unpack_from("<I", blob, len(container.MAGIC) + 1)
-    start = len(container.MAGIC) + 5
-    bodies = [frame_body(frame) for frame in archive.frames]
-    return blob[start:start + length], bodies, trailer(archive.original_size, archive.original_sha256)

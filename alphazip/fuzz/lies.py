@@ -1,9 +1,12 @@
 """Lies a forger tells in the frames, tables and counts of an archive whose CRCs are all valid.
 
-Each lie edits a :class:`Draft` (a copy of a seed's archive and the bytes each frame stands for)
-and returns a label and the outputs that stay right: the new content where the lie keeps the
-archive consistent (frames repeated, reordered, dropped, with a trailer to match), else ()
-because an archive that contradicts itself must be refused, whatever it decodes to.
+Each lie edits a :class:`Draft` (a copy of a seed's archive and the bytes each frame stands for,
+written in the seed's format, 2 or 3) and returns a label and the outputs that stay right: the
+new content where the lie keeps the archive consistent (frames repeated, reordered, dropped,
+with a trailer to match), else () because an archive that contradicts itself must be refused,
+whatever it decodes to. Format 3 holds less (no chunk table, no chunk CRCs, no trailer for one
+frame), so a lie that format cannot hold is told where it can be: in the frame's CRC, or in a
+trailer that should not be there. Byte-level lies of format 3 are in :mod:`.format3`.
 """
 
 import copy
@@ -18,7 +21,7 @@ from . import forgery
 from .bombs import bomb, zeros
 from .headers import hostile_fields, raw_header
 
-_HUGE = (10**7, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1, 2**64 + 5, 2**70 - 1)
+HUGE = (10**7, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1, 2**64 + 5, 2**70 - 1)
 
 
 @dataclass
@@ -27,21 +30,39 @@ class Draft:
 
     archive: Archive
     pieces: list[bytes]
+    version: int  # the format it is written in (2 or 3)
+    sha_trailer: bool | None = None  # format 3: whether the trailer holds size and SHA (None: as the writer does)
+    seed_frames: int = 0
 
     @classmethod
     def of(cls, seed) -> "Draft":
-        return cls(copy.deepcopy(seed.archive), list(seed.pieces))
+        return cls(copy.deepcopy(seed.archive), list(seed.pieces), seed.version, seed_frames=len(seed.pieces))
 
     def settle(self) -> tuple[bytes]:
         """Make the trailer match the pieces, as an honest writer would; the right output."""
         data = b"".join(self.pieces)
         self.archive.original_size, self.archive.original_sha256 = container.original_identity(data)
+        self.sha_trailer = None
         return (data,)
+
+    def keep_trailer(self) -> None:
+        """Leave the trailer as the seed had it, whatever the frames now are (format 3 wrote the
+        size and SHA-256 only for more than one frame)."""
+        if self.version == 3 and self.sha_trailer is None:
+            self.sha_trailer = self.seed_frames > 1
 
     def pick(self, rng: random.Random, mode: str | None = None) -> Frame | None:
         """A frame at random (of ``mode`` if given; None when there is none)."""
         frames = [f for f in self.archive.frames if mode is None or f.mode == mode]
         return rng.choice(frames) if frames else None
+
+    def write(self) -> bytes:
+        return forgery.write_archive(self.archive, self.version, sha_trailer=self.sha_trailer)
+
+    @property
+    def one_frame_v3(self) -> bool:
+        """Format 3 records no trailer for one frame: lies about it must go into one that is there."""
+        return self.version == 3 and len(self.archive.frames) == 1
 
 
 def other_value(rng: random.Random, true: int, choices) -> int:
@@ -51,7 +72,7 @@ def other_value(rng: random.Random, true: int, choices) -> int:
 
 def size_lie(rng, draft, seeds):
     frame = draft.pick(rng)
-    frame.size = other_value(rng, frame.size, (0, 1, frame.size - 1, frame.size + 1, 1 << 30, (1 << 30) + 1, *_HUGE))
+    frame.size = other_value(rng, frame.size, (0, 1, frame.size - 1, frame.size + 1, 1 << 30, (1 << 30) + 1, *HUGE))
     if rng.random() < 0.5:
         draft.archive.original_size = sum(f.size for f in draft.archive.frames)
     return f"frame size {frame.size}", ()
@@ -59,15 +80,23 @@ def size_lie(rng, draft, seeds):
 
 def total_lie(rng, draft, seeds):
     true = draft.archive.original_size
-    draft.archive.original_size = other_value(rng, true, (0, 1, true - 1, true + 1, *_HUGE))
-    return f"original size {draft.archive.original_size}", ()
+    draft.archive.original_size = other_value(rng, true, (0, 1, true - 1, true + 1, *HUGE))
+    return f"original size {draft.archive.original_size}{_forced_trailer(draft)}", ()
 
 
 def digest_lie(rng, draft, seeds):
     true = draft.archive.original_sha256
     forged = (bytes(32), b"\xff" * 32, hashlib.sha256(b"").digest(), hashlib.sha256(seeds.all[0].original).digest())
     draft.archive.original_sha256 = rng.choice([digest for digest in forged if digest != true])
-    return "original SHA-256", ()
+    return f"original SHA-256{_forced_trailer(draft)}", ()
+
+
+def _forced_trailer(draft) -> str:
+    """A one-frame format-3 archive has no size or SHA to lie in: write a trailer that has them."""
+    if not draft.one_frame_v3:
+        return ""
+    draft.sha_trailer = True
+    return " in a one-frame trailer"
 
 
 def tokens_lie(rng, draft, seeds):
@@ -76,7 +105,7 @@ def tokens_lie(rng, draft, seeds):
         return size_lie(rng, draft, seeds)
     at = rng.randrange(len(frame.chunk_tokens))
     true = frame.chunk_tokens[at]
-    frame.chunk_tokens[at] = other_value(rng, true, (0, 1, true - 1, true + 1, 33, 512, 513, 1 << 16, *_HUGE))
+    frame.chunk_tokens[at] = other_value(rng, true, (0, 1, true - 1, true + 1, 33, 512, 513, 1 << 16, *HUGE))
     return f"chunk {at} of {frame.chunk_tokens[at]} tokens", ()
 
 
@@ -104,6 +133,10 @@ def merged_chunks(rng, draft, seeds):
 
 
 def crc_lie(rng, draft, seeds):
+    if draft.version == 3:  # one CRC-32 per frame, of its decoded bytes
+        frame = draft.pick(rng)
+        frame.crc ^= 1 << rng.randrange(32)
+        return f"{frame.mode} frame's CRC", ()
     frame = draft.pick(rng, "model")
     if frame is None or not frame.chunk_crcs:
         return digest_lie(rng, draft, seeds)
@@ -119,6 +152,8 @@ def streams_lie(rng, draft, seeds):
                       "from another back-end", "emptied"))
     if lie == "none":
         frame.streams = []
+    elif lie == "one fewer" and draft.version == 3 and frame.mode == "raw":
+        lie, frame.streams = "emptied", [b""]
     elif lie == "one fewer":
         frame.streams = streams[:-1]
     elif lie in ("an empty one more", "a junk one more", "repeated"):
@@ -126,7 +161,7 @@ def streams_lie(rng, draft, seeds):
     elif lie == "swapped" and len(set(streams)) > 1:
         frame.streams = streams[::-1]
     elif lie == "from another back-end":
-        donor = rng.choice([s for s in seeds.v2 if s.archive.frames and s.archive.header.backend
+        donor = rng.choice([s for s in seeds.framed if s.archive.frames and s.archive.header.backend
                             != draft.archive.header.backend])
         frame.streams = list(donor.archive.frames[0].streams)
     else:
@@ -147,14 +182,18 @@ def repeated_frames(rng, draft, seeds):
     draft.archive.frames[index + 1:index + 1] = [draft.archive.frames[index]] * count
     draft.pieces[index + 1:index + 1] = [draft.pieces[index]] * count
     if rng.random() < 0.3:
+        draft.keep_trailer()
         return f"frame {index} repeated {count} times, trailer unchanged", ()
     return f"frame {index} repeated {count} times", draft.settle()
 
 
 def dropped_frames(rng, draft, seeds):
     keep = rng.randrange(len(draft.archive.frames))
+    draft.keep_trailer()
     draft.archive.frames, draft.pieces = draft.archive.frames[:keep], draft.pieces[:keep]
     if rng.random() < 0.3:
+        if draft.version == 3 and not draft.sha_trailer and keep < 2:  # format 3's trailer of one frame
+            return f"frames after {keep} dropped, trailer unchanged (none)", draft.settle()  # says nothing
         return f"frames after {keep} dropped, trailer unchanged", ()
     return f"frames after {keep} dropped", draft.settle()
 
@@ -181,21 +220,34 @@ def bomb_stream(rng, draft, seeds):
 
 
 def frame_at_limits(rng, draft, seeds):
-    """A model frame as large as a writer may make one: 1 GiB, 16,384 chunks of 65,536 tokens,
-    its symbols a bomb of exactly that many zeros. The CRCs lie (the forger cannot know them);
-    a reader must refuse it without first allocating for a billion symbols."""
-    tokens, chunks = 1 << 16, 1 << 14
+    """A model frame of chunks of 65,536 tokens (the most a header's context may ask for), its
+    symbols a bomb of exactly that many zeros: 16,384 chunks (1 GiB, past MAX_FRAME_BYTES) or
+    4,096 (256 MiB, at it), under the seed's context or one raised to fit. The CRCs lie (the
+    forger cannot know them); a reader must refuse it without first allocating for a quarter
+    of a billion symbols, or for all of them."""
+    tokens, chunks = 1 << 16, rng.choice((1 << 14, container.MAX_FRAME_BYTES >> 16))
     backend = draft.archive.header.backend
     symbols = zeros(backend, tokens * chunks)
     streams = [symbols, zeros(backend, 0)]
-    draft.archive.frames = [Frame("model", tokens * chunks, [tokens] * chunks, [0] * chunks, streams)]
-    return f"frame of {chunks} chunks of {tokens} tokens, {backend}", ()
+    draft.archive.frames = [Frame("model", tokens * chunks, [tokens] * chunks, [0] * chunks, streams, 0)]
+    if rng.random() < 0.5:
+        draft.archive.header.context = tokens
+    return f"frame of {chunks} chunks of {tokens} tokens, {backend}, context {draft.archive.header.context}", ()
+
+
+def raw_at_limit(rng, draft, seeds):
+    """A raw frame of MAX_FRAME_BYTES zeros (a small payload), its CRC-32 the seed's: the reader
+    may expand it (within its memory limit) but must then refuse it."""
+    backend = draft.archive.header.backend
+    size = container.MAX_FRAME_BYTES + rng.choice((0, 0, 1))
+    draft.archive.frames = [Frame("raw", size, [], [], [zeros(backend, size)], draft.archive.frames[0].crc)]
+    return f"raw frame of {size} zeros, {backend}", ()
 
 
 def honest_zeros(rng, draft, seeds):
     """The control for bombs: one raw frame of 1 MiB of zeros, as small a payload, consistent."""
     backend = draft.archive.header.backend
-    draft.archive.frames = [Frame("raw", 1 << 20, [], [], [zeros(backend, 1 << 20)])]
+    draft.archive.frames = [Frame("raw", 1 << 20, [], [], [zeros(backend, 1 << 20)], zlib.crc32(bytes(1 << 20)))]
     draft.pieces = [bytes(1 << 20)]
     return f"{backend} payload of 1 MiB of zeros", draft.settle()
 
@@ -208,7 +260,8 @@ FRAME_LIES = {lie.__name__: lie for lie in (
 def byte_lie(rng: random.Random, seed) -> tuple[bytes, str, tuple]:
     """A format-2 archive whose counts, lengths, tags or varints lie at the byte level (where the
     dataclasses cannot say it); CRCs valid. Returns (archive, label, right outputs)."""
-    header, bodies, end = forgery.split(seed.blob)
+    parts = forgery.split(seed.blob)
+    header, bodies, end = parts.header, parts.bodies, parts.end
     frames = seed.archive.frames
     at = rng.randrange(len(bodies)) if bodies else None
     records = [forgery.frame_record(body) for body in bodies]
@@ -234,7 +287,7 @@ _INCONSISTENT = lambda right: ()  # noqa: E731 - the lie leaves no output right
 _CONSISTENT = lambda right: right  # noqa: E731
 _BYTE_LIES = {
     "record length off": lambda rng, f, b: (forgery.frame_record(b, len(b) + rng.choice((-1, 1, 7))), _INCONSISTENT),
-    "record length huge": lambda rng, f, b: (forgery.frame_record(b, rng.choice(_HUGE)), _INCONSISTENT),
+    "record length huge": lambda rng, f, b: (forgery.frame_record(b, rng.choice(HUGE)), _INCONSISTENT),
     "record length past 64 bits": lambda rng, f, b: (_record(b, b"\xff" * 10 + b"\x01"), _INCONSISTENT),
     "record length not minimal": lambda rng, f, b: (_record(b, _overlong(len(b), rng.choice((1, 3)))), _CONSISTENT),
     "chunk count lies": lambda rng, f, b: (forgery.frame_record(forgery.frame_body(
@@ -268,7 +321,7 @@ _ARCHIVE_LIES = {
         (b"\x00", b"AZip\x02", rng.randbytes(100)))),
     "end tag": lambda rng, h, r, e: forgery.write_version_2(h, r, bytes([rng.choice((2, 0x80, 0xFF))]) + e[1:]),
     "trailer size huge": lambda rng, h, r, e: forgery.write_version_2(h, r, forgery.trailer(
-        rng.choice(_HUGE), e[-32:])),
+        rng.choice(HUGE), e[-32:])),
     "trailer size past 64 bits": lambda rng, h, r, e: forgery.write_version_2(h, r, b"\x00" + b"\xff" * 10 + b"\x01"
                                                                                + e[-32:]),
     "no end record": lambda rng, h, r, e: forgery.write_version_2(h, r, b""),

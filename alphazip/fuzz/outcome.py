@@ -1,9 +1,11 @@
 """One case under limits: decode a hostile archive and say which outcome it had.
 
 Outcomes, best first: "exact" (decoded to what the forger meant), "parsed" (a reader-only case
-read without error), "clean" (one of our errors), then the holes: "wrong" (decoded without error
-to other bytes, or to anything at all where no output is right), "other" (any other exception),
-"hang" (over the time limit), "memory" (over the address-space limit), "crash" (the worker died).
+read without error), "clean" (one of our errors), then the holes: "lax" (decoded to the original
+the forger started from, though the archive contradicts itself and must be refused: a lie or junk
+the reader let pass), "wrong" (decoded without error to bytes other than the forger's original),
+"other" (any other exception), "hang" (over the time limit), "memory" (over the address-space
+limit), "crash" (the worker died).
 """
 
 import contextlib
@@ -19,8 +21,8 @@ from pathlib import Path
 from ..api import Decompressor, describe
 from ..errors import AlphazipError
 
-OUTCOMES = ("exact", "parsed", "clean", "wrong", "other", "hang", "memory", "crash")
-FAILURES = ("wrong", "other", "hang", "memory", "crash")
+OUTCOMES = ("exact", "parsed", "clean", "lax", "wrong", "other", "hang", "memory", "crash")
+FAILURES = ("lax", "wrong", "other", "hang", "memory", "crash")
 # An allocation that failed, as torch's and C++'s allocators word it (they raise RuntimeError).
 _ALLOCATION_FAILED = re.compile(r"can't allocate memory|Cannot allocate memory|out of memory|bad_alloc")
 _PACKAGE = Path(__file__).resolve().parents[1]  # alphazip/
@@ -36,6 +38,8 @@ class Case:
     expected: tuple[bytes, ...]  # the outputs that are right; () when any output is wrong
     override: bool = True  # decode with the test model given (False: whatever model the archive names)
     reader_only: bool = False  # only read and describe the archive (``alphazip info``), decode nothing
+    original: bytes | None = None  # what the forger started from (where ``expected`` is (), output
+    # equal to it is "lax", not "wrong")
 
 
 @dataclass
@@ -115,6 +119,8 @@ def run(case: Case, index: int, model: str, seconds: float, memory_limit: int) -
         result.outcome = _judge(case, output)
         if result.outcome == "wrong":
             result.error = f"WrongOutput: decoded {len(output)} bytes, not {[len(e) for e in case.expected]}"
+        elif result.outcome == "lax":
+            result.error = f"LaxAccept: decoded the original ({len(output)} bytes) from an archive that lies"
     except AlphazipError:
         pass
     except (Hang, Exception) as exc:  # noqa: BLE001 - classifying every exception is the point
@@ -142,7 +148,9 @@ def _limit_keyword(memory_limit: int) -> dict:
 def _judge(case: Case, output) -> str:
     if case.reader_only:
         return "parsed"
-    return "exact" if output in case.expected else "wrong"
+    if output in case.expected:
+        return "exact"
+    return "lax" if not case.expected and output == case.original else "wrong"
 
 
 def _failure_of(exc: BaseException) -> str:

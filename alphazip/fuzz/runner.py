@@ -258,7 +258,8 @@ class Saver:
         path = self.folder / f"{result.index:06d}-{case.kind}-{result.outcome}.az"
         path.write_bytes(case.blob)
         facts = {"kind": case.kind, "name": case.name, "expected": [e.hex() for e in case.expected],
-                 "override": case.override, "reader_only": case.reader_only, "index": result.index,
+                 "original": None if case.original is None else case.original.hex(), "override": case.override,
+                 "reader_only": case.reader_only, "index": result.index,
                  "outcome": result.outcome, "signature": result.signature, "error": result.error,
                  "seconds": round(result.seconds, 3), "traceback": result.trace}
         path.with_suffix(".json").write_text(json.dumps(facts, indent=1))
@@ -273,5 +274,7 @@ def load_case(path: Path, originals: tuple[bytes, ...]) -> Case:
     if not sidecar.is_file():
         return Case("corpus", path.name, path.read_bytes(), originals)
     facts = json.loads(sidecar.read_text())
+    original = facts.get("original")
     return Case(facts["kind"], f"{path.name}: {facts['name']}", path.read_bytes(),
-                tuple(bytes.fromhex(e) for e in facts["expected"]), facts["override"], facts["reader_only"])
+                tuple(bytes.fromhex(e) for e in facts["expected"]), facts["override"], facts["reader_only"],
+                None if original is None else bytes.fromhex(original))

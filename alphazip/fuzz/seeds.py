@@ -1,14 +1,21 @@
-"""Valid archives the hostile ones start from: every back-end, both modes, both format versions.
+"""Valid archives the hostile ones start from: every back-end, both modes, formats 1, 2 and 3.
 
 Seeds are packed afresh each run with the tiny test model, so they always match the reader
 under test; what they hold is fixed (``TEXT``, ``BINARY``), so a saved failure replays anywhere.
+The Compressor writes format 3; each seed's archive is then completed with what the other
+formats record (chunk CRC-32s, the SHA-256, the full fingerprints and library versions), so
+that it can be written again as a format-2 twin, and a one-frame one as a format-1 twin.
 """
 
+import dataclasses
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .. import container
-from ..api import MODELS, Compressor, torch_threads
+from ..api import MODELS, Compressor, library_versions, torch_threads
 from ..backends import backend_names
 from ..container import Archive
 from . import forgery
@@ -29,9 +36,9 @@ OTHER_ENGINES = ("transformers-static-step", "alphazip-llama-2")
 class Seed:
     """A valid archive: its bytes, parsed form, and what each of its frames decodes to."""
 
-    name: str  # e.g. "model-zstd", "raw-gzip", "v1-model-xz", "mixed-brotli"
+    name: str  # e.g. "model-zstd", "raw-gzip", "mixed-brotli" (format 3), "v2-model-xz", "v1-model-xz"
     blob: bytes
-    archive: Archive
+    archive: Archive  # complete: chunk CRCs, each frame's CRC and the SHA-256 all set, whatever the format
     pieces: list[bytes]  # each frame's original bytes, in order
 
     @property
@@ -50,18 +57,23 @@ class Seeds:
         self.all, self.model = seeds, model
         self.id_space = MODELS.get(model, "float32").tokenizer.id_space  # the escape stream's alphabet
         self.v2 = [seed for seed in seeds if seed.version == 2]
+        self.v3 = [seed for seed in seeds if seed.version == 3]
+        self.framed = self.v2 + self.v3  # the formats of frame records
         self.single = [seed for seed in self.v2 if len(seed.pieces) == 1]  # what format 1 can hold
         self.by_name = {seed.name: seed for seed in seeds}
 
 
 def build_seeds(model: str = TINY_MODEL) -> Seeds:
-    """Pack the seeds with ``model``: model and raw archives per back-end, their format-1 twins,
-    archives of mixed frames, an empty one, and model archives on the other engines."""
+    """Pack the seeds with ``model``: model and raw archives per back-end, archives of mixed
+    frames, an empty one, model archives on the other engines (all format 3), their format-2
+    twins, and the format-1 twins of those of one frame."""
     with torch_threads(1):  # recorded in the headers: lockstep decoding then takes one core, not all
         seeds = _packed_seeds(model)
     for backend in backend_names():
         seeds.append(_mixed(seeds, backend))
-    seeds += [_version_1(seed) for seed in list(seeds) if len(seed.pieces) == 1 and seed.name != "empty-zstd"]
+    seeds += [_version_2(seed, model) for seed in list(seeds)]
+    seeds += [_version_1(seed) for seed in list(seeds)
+              if seed.version == 2 and len(seed.pieces) == 1 and seed.name != "v2-empty-zstd"]
     return Seeds(seeds, model)
 
 
@@ -80,7 +92,23 @@ def _packed_seeds(model: str) -> list[Seed]:
 def _packed(name: str, data: bytes, backend: str, **settings) -> Seed:
     blob = Compressor(backend=backend, **settings).compress(data)
     archive = container.read(blob)
-    return Seed(name, blob, archive, [data] if archive.frames else [])
+    pieces = [data] if archive.frames else []
+    return Seed(name, blob, completed(archive, pieces, settings.get("model")), pieces)
+
+
+def completed(archive: Archive, pieces: list[bytes], model: str | None) -> Archive:
+    """``archive`` (read from format 3) with what formats 1 and 2 also record: each chunk's
+    CRC-32 (the frame's bytes cut where the tokenizer cuts them), the SHA-256 of the original."""
+    tokenizer = MODELS.get(model, "float32").tokenizer if model else None
+    frames = []
+    for frame, piece in zip(archive.frames, pieces, strict=True):
+        crcs = []
+        if frame.mode == "model":
+            ids = tokenizer.encode(piece)
+            chunks = np.split(np.asarray(ids), np.cumsum(frame.chunk_tokens)[:-1])
+            crcs = [zlib.crc32(tokenizer.decode(chunk)) for chunk in chunks]
+        frames.append(dataclasses.replace(frame, chunk_crcs=crcs, crc=zlib.crc32(piece)))
+    return Archive(archive.header, frames, *container.original_identity(b"".join(pieces)))
 
 
 def _mixed(seeds: list[Seed], backend: str) -> Seed:
@@ -88,12 +116,34 @@ def _mixed(seeds: list[Seed], backend: str) -> Seed:
     model, raw = (next(s for s in seeds if s.name == f"{mode}-{backend}") for mode in ("model", "raw"))
     frames = [model.archive.frames[0], raw.archive.frames[0], model.archive.frames[0]]
     pieces = [TEXT, BINARY, TEXT]
-    blob = forgery.write_archive(Archive(model.archive.header, frames, *container.original_identity(b"".join(pieces))))
-    return Seed(f"mixed-{backend}", blob, container.read(blob), pieces)
+    archive = Archive(model.archive.header, frames, *container.original_identity(b"".join(pieces)))
+    return Seed(f"mixed-{backend}", container.write(archive, 3), archive, pieces)
+
+
+def _version_2(seed: Seed, model: str) -> Seed:
+    """The same frames in format 2, under the header a format-2 writer records (the full
+    fingerprint and probe, the library versions)."""
+    header = seed.archive.header
+    if header.mode == "model":
+        loaded = MODELS.get(model, header.dtype)
+        header = dataclasses.replace(header, model=loaded.name, model_fingerprint=loaded.fingerprint,
+                                     probe=loaded.probe(header.engine), versions=library_versions())
+    archive = dataclasses.replace(seed.archive, header=header)
+    blob = container.write(archive, 2)
+    _check_twin(blob, archive)
+    return Seed(f"v2-{seed.name}", blob, archive, seed.pieces)
 
 
 def _version_1(seed: Seed) -> Seed:
     """The same single frame in format 1's fixed-width layout."""
     blob = forgery.write_version_1(forgery.header_fields(seed.archive.header), seed.archive.frames[0],
                                    seed.archive.original_size, seed.archive.original_sha256)
-    return Seed(f"v1-{seed.name}", blob, container.read(blob), seed.pieces)
+    _check_twin(blob, seed.archive)
+    return Seed(f"v1-{seed.name.removeprefix('v2-')}", blob, seed.archive, seed.pieces)
+
+
+def _check_twin(blob: bytes, archive: Archive) -> None:
+    """A twin must read back as the archive it was written from (frame CRCs aside: format 3's)."""
+    read = container.read(blob)
+    strip = [dataclasses.replace(frame, crc=None) for frame in archive.frames]
+    assert read.header == archive.header and read.frames == strip, "a seed's twin reads back otherwise"

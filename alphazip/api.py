@@ -320,7 +320,7 @@ class Decompressor:
             found = find_by_fingerprint(header.model_fingerprint, [folder])
             if found is None:
                 raise ModelNotFoundError(f"no model in {override} has fingerprint {header.model_fingerprint[:12]}, "
-                                         f"which the archive needs (it was packed with {header.model!r})")
+                                         f"which the archive needs (it was packed with {_model_name(header)})")
             return str(found)
         fingerprint = header.model_fingerprint
         found = self.models.find(fingerprint, header.dtype) or builtin_with_fingerprint(fingerprint)
@@ -328,7 +328,7 @@ class Decompressor:
         if found is not None:
             return str(found)
         places = ", ".join(map(str, model_dirs()))
-        raise ModelNotFoundError(f"archive needs model {header.model!r} (fingerprint {fingerprint[:12]}), which is "
+        raise ModelNotFoundError(f"archive needs {_model_name(header)} (fingerprint {fingerprint[:12]}), which is "
                                  f"neither a built-in model nor in {places}; pass --model FOLDER")
 
     def decode_frame(self, header: Header, frame: Frame, model: LanguageModel, progress: Progress | None = None,
@@ -473,6 +473,11 @@ def _backend_of(header: Header):
         raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
 
 
+def _model_name(header: Header) -> str:
+    """How errors name an archive's model: format 3 records names only for the built-ins."""
+    return f"model {header.model!r}" if header.model else "a local model"
+
+
 def _check_chunk_lengths(header: Header, frame: Frame) -> None:
     """A chunk holds at most the context the header asked for (or the default's): a longer one
     would size a KV cache the writer never needed."""
@@ -494,7 +499,7 @@ def _check_model(header: Header, model: LanguageModel) -> None:
                                  f"this build runs {model.name!r} on {', '.join(model.engines)}")
     if not fingerprint_matches(header.model_fingerprint, model.fingerprints):
         raise ModelMismatchError(
-            f"archive was packed with model {header.model!r} (fingerprint {header.model_fingerprint[:12]}), "
+            f"archive was packed with {_model_name(header)} (fingerprint {header.model_fingerprint[:12]}), "
             f"not {model.name!r} ({model.fingerprint[:12]})")
     if not _probe_matches(header.probe, model.probe(header.engine)):  # before anything is decoded or written
         if model.exact(header.engine):  # the same on every machine: the model or the code differs

@@ -54,7 +54,7 @@ def test_every_flipped_byte_is_rejected(blob):
 def test_wrong_model_is_named(tiny, blob):
     other = tiny_model(name="other-tiny", seed=1, dtype=container.read(blob).header.dtype)
     MODELS.add(other)
-    with pytest.raises(ModelMismatchError, match="packed with model"):
+    with pytest.raises(ModelMismatchError, match="packed with a local model"):
         Decompressor(model="other-tiny").decompress(blob)
 
 

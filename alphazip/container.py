@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
 from . import compact
+from .compact import varint
 from .errors import BadArchiveError, UnsupportedFormatError
 
 MAGIC = b"AZip"
@@ -131,13 +132,13 @@ class ArchiveWriter:
             self._put(MAGIC + bytes([version]) + _header_bytes(header))
         else:
             compact_header = compact.header_bytes(header)
-            self._put(MAGIC + bytes([version]) + _varint(len(compact_header)) + compact_header)
+            self._put(MAGIC + bytes([version]) + varint(len(compact_header)) + compact_header)
         self._put(struct.pack("<I", self.crc))
 
     def add(self, frame: Frame) -> None:
         body = frame_bytes(frame, self.version)
         tag = _FRAME if self.version == 2 else next(t for t, mode in _TAGS.items() if mode == frame.mode)
-        self._put(bytes([tag]) + _varint(len(body)))
+        self._put(bytes([tag]) + varint(len(body)))
         self._put(body)
         self._put(struct.pack("<I", zlib.crc32(body)))
         if self.version == 3:
@@ -147,9 +148,9 @@ class ArchiveWriter:
     def finish(self, original_size: int, original_sha256: bytes) -> int:
         """Write the trailer; the archive's size in bytes."""
         if self.version == 3:
-            self._put(bytes([_END]) + (_varint(original_size) + original_sha256 if self.frames > 1 else b""))
+            self._put(bytes([_END]) + (varint(original_size) + original_sha256 if self.frames > 1 else b""))
             return self.written
-        self._put(struct.pack("<B", _END) + _varint(original_size) + original_sha256)
+        self._put(struct.pack("<B", _END) + varint(original_size) + original_sha256)
         self.sink.write(struct.pack("<I", self.crc))
         return self.written + 4
 
@@ -272,33 +273,23 @@ def frame_bytes(frame: Frame, version: int = FORMAT_VERSION) -> bytes:
     """A frame's body as the archive stores it (its length is what the frame costs)."""
     if version == 3:
         return _compact_frame_bytes(frame)
-    parts = [struct.pack("<B", MODES.index(frame.mode) ^ 1), _varint(frame.size), _varint(len(frame.chunk_tokens))]
+    parts = [struct.pack("<B", MODES.index(frame.mode) ^ 1), varint(frame.size), varint(len(frame.chunk_tokens))]
     for tokens, crc in zip(frame.chunk_tokens, frame.chunk_crcs, strict=True):
-        parts += [_varint(tokens), struct.pack("<I", crc)]
-    parts.append(_varint(len(frame.streams)))
+        parts += [varint(tokens), struct.pack("<I", crc)]
+    parts.append(varint(len(frame.streams)))
     for stream in frame.streams:
-        parts += [_varint(len(stream)), stream]
+        parts += [varint(len(stream)), stream]
     return b"".join(parts)
-
-
-def _varint(value: int) -> bytes:
-    """Unsigned LEB128: seven bits per byte, low bits first, high bit set on all but the last."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _compact_frame_bytes(frame: Frame) -> bytes:
     if frame.mode == "raw":
-        return _varint(frame.size) + frame.streams[0]
+        return varint(frame.size) + frame.streams[0]
     total, length = sum(frame.chunk_tokens), frame.chunk_tokens[0] if frame.chunk_tokens else 0
     if frame.chunk_tokens != regular_chunks(total, length):
         raise ValueError("format 3 stores chunks of one length (the last may be shorter)")
     symbols, escapes = frame.streams
-    return b"".join([_varint(frame.size), _varint(total), _varint(length), _varint(len(symbols)), symbols, escapes])
+    return b"".join([varint(frame.size), varint(total), varint(length), varint(len(symbols)), symbols, escapes])
 
 
 def regular_chunks(total: int, length: int) -> list[int]:

@@ -118,7 +118,7 @@ def test_frame_size_below_the_minimum_is_refused():
 @settings(max_examples=200)
 @given(st.integers(min_value=0, max_value=(1 << 64) - 1))
 def test_varints_round_trip(value):
-    encoded = container._varint(value)
+    encoded = container.varint(value)
     reader = container._Reader(io.BytesIO(encoded + b"tail"))
     assert reader.varint() == value and len(encoded) == max(1, -(-value.bit_length() // 7))
 

@@ -140,10 +140,10 @@ def test_compact_chunk_tables_that_lie_are_refused(archive, nothing_loads, size,
     # Format 3 records a token count and a chunk length: each lie is refused before the chunk
     # list is made (four million chunks of one token would be a list of four million).
     frame = archive.frames[0]
-    body = b"".join([container._varint(n) for n in (size, tokens, length, len(frame.streams[0]))] + frame.streams)
+    body = b"".join([container.varint(n) for n in (size, tokens, length, len(frame.streams[0]))] + frame.streams)
     blob = container.write(archive, 3)
-    start = blob.index(container.frame_bytes(frame, 3)) - 1 - len(container._varint(len(container.frame_bytes(frame, 3))))
-    forged_blob = (blob[:start] + bytes([2]) + container._varint(len(body)) + body
+    start = blob.index(container.frame_bytes(frame, 3)) - 1 - len(container.varint(len(container.frame_bytes(frame, 3))))
+    forged_blob = (blob[:start] + bytes([2]) + container.varint(len(body)) + body
                    + zlib.crc32(body).to_bytes(4, "little") + frame.crc.to_bytes(4, "little") + b"\x00")
     with pytest.raises(BadArchiveError, match=error):
         nothing_loads.decompress(forged_blob)

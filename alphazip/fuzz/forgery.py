@@ -13,19 +13,10 @@ import zlib
 from dataclasses import MISSING, asdict, dataclass, fields
 
 from .. import compact, container
+from ..compact import varint as leb128  # of any non-negative int: the reader stops at 64 bits
 from ..container import Archive, Frame, Header
 
 _MODE_BYTES = {"raw": 0, "model": 1}  # a frame body's first byte
-
-
-def leb128(value: int) -> bytes:
-    """Unsigned LEB128 of any non-negative int, however large (the reader stops at 64 bits)."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def header_fields(header: Header) -> dict:

@@ -82,6 +82,9 @@ class ExactCache:
 class _Layer:
     """One decoder layer's weights: quantized products, float32 norm weights."""
 
+    PRODUCTS = ("qkv", "o", "gate_up", "down")
+    NORMS = {False: ("norm1", "norm2"), True: ("norm1", "post_attention", "norm2", "post_mlp", "q_norm", "k_norm")}
+
     def __init__(self, layer, gemma: bool):
         attention, mlp = layer.self_attn, layer.mlp
         self.qkv = QuantLinear(torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]))
@@ -98,6 +101,23 @@ class _Layer:
         for name, norm in norms.items():
             setattr(self, name, norm.weight.detach().float() + offset)
 
+    def state(self, prefix: str, gemma: bool) -> dict[str, torch.Tensor]:
+        """Its tensors as computed (quantized weights, scales, norms), named under ``prefix``."""
+        tensors = {f"{prefix}{name}": getattr(self, name) for name in self.NORMS[gemma]}
+        for name in self.PRODUCTS:
+            tensors |= getattr(self, name).state(f"{prefix}{name}.")
+        return tensors
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], prefix: str, gemma: bool) -> "_Layer":
+        layer = cls.__new__(cls)
+        for name in cls.NORMS[gemma]:
+            setattr(layer, name, state[f"{prefix}{name}"])
+        for name in cls.PRODUCTS:
+            setattr(layer, name, QuantLinear.from_state(state, f"{prefix}{name}."))
+        layer.intermediate = layer.gate_up.out_features // 2  # gate and up, side by side
+        return layer
+
 
 class ExactEngine:
     """A forward pass over a transformers Llama or Gemma 3 model whose logits are exact everywhere."""
@@ -106,10 +126,30 @@ class ExactEngine:
         self.config = ExactConfig.from_hf(hf_model.config)
         inner = hf_model.model
         self.embed = inner.embed_tokens.weight.detach().float()
-        self.embed_scale = hf_model.config.hidden_size ** 0.5 if self.config.gemma else None
         self.layers = [_Layer(layer, self.config.gemma) for layer in inner.layers]
         self.final_norm = inner.norm.weight.detach().float() + (1.0 if self.config.gemma else 0.0)
         self.head = QuantLinear(hf_model.lm_head.weight)
+        self._prepare()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every tensor the forward pass reads, as computed from the model's weights: saved, they
+        rebuild the same engine (:meth:`from_state`) without loading or quantizing the model again."""
+        tensors = {"embed": self.embed, "final_norm": self.final_norm, **self.head.state("head.")}
+        for index, layer in enumerate(self.layers):
+            tensors |= layer.state(f"layers.{index}.", self.config.gemma)
+        return tensors
+
+    @classmethod
+    def from_state(cls, config: ExactConfig, layers: int, state: dict[str, torch.Tensor]) -> "ExactEngine":
+        engine = cls.__new__(cls)
+        engine.config, engine.embed, engine.final_norm = config, state["embed"], state["final_norm"]
+        engine.layers = [_Layer.from_state(state, f"layers.{index}.", config.gemma) for index in range(layers)]
+        engine.head = QuantLinear.from_state(state, "head.")
+        engine._prepare()
+        return engine
+
+    def _prepare(self) -> None:
+        self.embed_scale = self.embed.shape[1] ** 0.5 if self.config.gemma else None  # sqrt(hidden size)
         self._ropes: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
         # The compiled kernel's float32 constants, the very values the torch path uses.
         self._constants = torch.tensor([SOFTMAX_UNIT, VALUE_WEIGHT_LEVELS, *xm.exp2_coefficients(torch.float32)],

@@ -93,6 +93,16 @@ class QuantLinear:
         self.weight_t = torch.round(w * (127.0 / largest)).clamp(-127, 127).to(torch.int8).t()  # [in, out], a view
         self.scale = (largest / 127.0).float().view(-1)  # [out]
 
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The quantized weights ([out, in], as stored) and their scales, named under ``prefix``."""
+        return {f"{prefix}weight": self.weight_t.t(), f"{prefix}scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], prefix: str) -> "QuantLinear":
+        linear = cls.__new__(cls)
+        linear.weight_t, linear.scale = state[f"{prefix}weight"].t(), state[f"{prefix}scale"]
+        return linear
+
     @property
     def out_features(self) -> int:
         return self.weight_t.shape[1]

@@ -7,6 +7,7 @@ names everything the logits depend on that a file could change: weights, config,
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
-from . import exact, gemma
+from . import engine_cache, exact, gemma
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
 from .exact import EXACT_ENGINE_NAME, ExactEngine
@@ -42,19 +43,31 @@ def native_bf16() -> bool:
 class LanguageModel:
     """A loaded causal LM with its byte-exact tokenizer and identity."""
 
-    def __init__(self, hf_model, tokenizer: ByteTokenizer, name: str, weights_digest: str, dtype: str):
-        self.hf = hf_model.eval()
+    def __init__(self, config, tokenizer: ByteTokenizer, name: str, weights_digest: str, dtype: str,
+                 load_network: Callable[[], torch.nn.Module], keep_engine: bool = False):
+        self.config = config
         self.tokenizer = tokenizer
         self.name = name
         self.dtype = dtype
-        self.bos_id = _start_token(hf_model.config, tokenizer)
+        self.bos_id = _start_token(config, tokenizer)
         # Identity of what decoding depends on, independent of where the files sit. Archives
         # record the first; the second, over fewer config fields, is what older archives record.
-        self.fingerprint = _identity(weights_digest, tokenizer, _config_identity(hf_model.config, LOGIT_FIELDS))
+        self.fingerprint = _identity(weights_digest, tokenizer, _config_identity(config, LOGIT_FIELDS))
         self.fingerprints = (self.fingerprint,
-                             _identity(weights_digest, tokenizer, _config_identity(hf_model.config, LEGACY_FIELDS)))
+                             _identity(weights_digest, tokenizer, _config_identity(config, LEGACY_FIELDS)))
+        # The network's float weights are loaded only when something needs them: the exact engine
+        # of a model on disk comes from its cached quantized weights (``engine_cache``).
+        self._load_network, self._network = load_network, None
+        self._keep_engine = keep_engine
         self._invariant_engines: dict[str, LlamaEngine] = {}  # built on first use
         self._probes: dict[str, str] = {}
+
+    @property
+    def hf(self) -> torch.nn.Module:
+        """The transformers network (loaded on first use)."""
+        if self._network is None:
+            self._network = self._load_network().eval()
+        return self._network
 
     @classmethod
     def from_hf(cls, hf_model, hf_tokenizer, name: str, dtype: str = "float32") -> "LanguageModel":
@@ -63,17 +76,18 @@ class LanguageModel:
         for key, tensor in sorted(hf_model.state_dict().items()):
             digest.update(key.encode())
             digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
-        return cls(hf_model.to(DTYPES[dtype]), ByteTokenizer(hf_tokenizer), name, digest.hexdigest(), dtype)
+        network = hf_model.to(DTYPES[dtype])
+        return cls(hf_model.config, ByteTokenizer(hf_tokenizer), name, digest.hexdigest(), dtype, lambda: network)
 
     @classmethod
     def load(cls, spec: str, dtype: str = "float32", log=lambda message: None) -> "LanguageModel":
         """Load a built-in model by name (fetching it on first use) or a local HF folder."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         folder = resolve(spec, log)
         hf_tokenizer = AutoTokenizer.from_pretrained(folder)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
-        model = cls(hf_model, ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype)
+        model = cls(AutoConfig.from_pretrained(folder), ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype,
+                    lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]), keep_engine=True)
         if spec in BUILTIN_MODELS:
             _remember_fingerprint(folder, model.fingerprint)
         else:
@@ -83,7 +97,7 @@ class LanguageModel:
     @property
     def logits_size(self) -> int:
         """Width of the logits the model returns (may exceed the tokenizer's vocabulary)."""
-        return self.hf.config.vocab_size
+        return self.config.vocab_size
 
     @property
     def engines(self) -> tuple[str, ...]:
@@ -93,7 +107,7 @@ class LanguageModel:
         and thread count); the float engines and the transformers lockstep path remain for the
         archives that name them. Other models run only on the latter.
         """
-        config = self.hf.config
+        config = self.config
         if llama_supports(config):
             return EXACT_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE
         if gemma.supports(config):
@@ -107,7 +121,7 @@ class LanguageModel:
     def decoding_memory(self, engine: str, length: int) -> int:
         """Bytes that decoding one chunk of ``length`` tokens allocates (a batch: that many times
         as much): its KV cache, and one step's logits and activations with their temporaries."""
-        config = self.hf.config
+        config = self.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_key = 2 * head_dim  # a key and a value
         # The exact engine keeps them as int8 with a float32 scale each; the others in their dtype.
@@ -145,7 +159,11 @@ class LanguageModel:
 
     def _engine(self, name: str):
         if name not in self._invariant_engines:
-            self._invariant_engines[name] = INVARIANT_ENGINES[name](self.hf, DTYPES[self.dtype])
+            if name == EXACT_ENGINE_NAME and self._keep_engine:
+                engine, self._probes[name] = engine_cache.load_or_build(self)
+            else:
+                engine = INVARIANT_ENGINES[name](self.hf, DTYPES[self.dtype])
+            self._invariant_engines[name] = engine
         return self._invariant_engines[name]
 
 

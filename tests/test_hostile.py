@@ -2,7 +2,6 @@
 anything is loaded, fetched or allocated for it."""
 
 import dataclasses
-import gzip
 import lzma
 import zlib
 

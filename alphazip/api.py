@@ -20,14 +20,15 @@ import torch
 import transformers
 
 from . import container, limits
-from .backends import get_backend
+from .coding import RankCoder, TokenCoder, get_coder
+from .coding.ranked import symbolize
 from .container import Archive, Frame, Header
 from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError,
                      UnsupportedFormatError)
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, LanguageModel
 from .model.lm import ENGINES
 from .model.registry import PREFIX_HEX, builtin_with_fingerprint, find_by_fingerprint, fingerprint_matches, model_dirs
-from .schedule import Scores, decode_chunks, score_chunks, split_chunks
+from .schedule import Scores, decode_chunks, encode_chunks, split_chunks
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all; None where not known)
 
@@ -67,7 +68,7 @@ class Settings:
     engine: str = "auto"  # inference path: "auto" = the model's preferred one, or a name from model.engines
 
     def __post_init__(self):
-        get_backend(self.backend)  # fails early, naming the known back-ends
+        get_coder(self.backend)  # fails early, naming the known back-ends
         # The reader enforces the same limits on a stranger's archive (container.check_header).
         if not 1 <= self.top_k <= container.MAX_TOP_K:
             raise ValueError(f"top-k must be between 1 and {container.MAX_TOP_K}, not {self.top_k}")
@@ -200,19 +201,22 @@ class Compressor:
 
     def raw_frame(self, piece: bytes) -> Frame:
         """A raw frame: the back-end applied to the bytes themselves."""
-        payload = get_backend(self.settings.backend).encode(np.frombuffer(piece, np.uint8), 256)
+        payload = get_coder(self.settings.backend).raw_backend.encode(np.frombuffer(piece, np.uint8), 256)
         return Frame("raw", len(piece), [], [], [payload], zlib.crc32(piece))
 
     def model_frame(self, piece: bytes, model: LanguageModel, engine: str, progress: Progress | None = None,
                     scores: Scores | None = None) -> Frame:
-        """A model frame: ranks of the piece's tokens under ``model``, coded by the back-end."""
+        """A model frame: the piece's tokens coded under ``model`` by the token coder ``--backend``
+        names (ranks and a byte back-end, or arithmetic coding)."""
         s = self.settings
         chunks = self.chunks_of(piece, model)
-        if scores is None:
-            scores = score_chunks(model, chunks, s.batch, progress, engine)
-        symbols, escapes = symbolize(chunks, scores.ranks, s.top_k)
-        backend = get_backend(s.backend)
-        streams = [backend.encode(symbols, s.top_k + 1), backend.encode(escapes, model.tokenizer.id_space)]
+        coder = get_coder(s.backend)
+        if scores is not None and isinstance(coder, RankCoder):  # ranks from an earlier pass
+            streams = coder.streams(chunks, scores.ranks, s.top_k, model)
+        else:
+            encoder = coder.encoder(chunks, model, s.top_k)
+            encode_chunks(model, chunks, s.batch, [encoder], progress, engine)
+            streams = encoder.streams()
         crcs = [zlib.crc32(model.tokenizer.decode(chunk)) for chunk in chunks]
         return Frame("model", len(piece), [len(c) for c in chunks], crcs, streams, zlib.crc32(piece))
 
@@ -272,7 +276,7 @@ class Decompressor:
         """
         reader = container.ArchiveReader(source)
         header = reader.header
-        backend = _backend_of(header)
+        backend = _coder_of(header).raw_backend
         digest, done, model = hashlib.sha256(), 0, None
         for index, frame in enumerate(reader.frames()):
             if frame.mode == "raw":
@@ -335,13 +339,13 @@ class Decompressor:
                      where: str = "") -> bytes:
         """Decode a model frame with ``model`` (already checked), checking every chunk's CRC-32
         (formats 1 and 2) or the frame's (format 3)."""
-        symbols, escapes = self.read_symbols(header, frame, model)
+        decoder = _coder_of(header).decoder(frame.streams, frame.chunk_tokens, model, header.top_k)
         threads = 0 if model.invariant(header.engine) else min(header.threads, os.cpu_count() or 1)  # 0: as is
         with torch_threads(threads):
             batch = decoding_batch(model, header.engine, header.batch, self.batch)
             batch = limits.fitting_batch(model, header.engine, batch, max(frame.chunk_tokens, default=0),
                                          self.memory_limit)
-            chunks = decode_chunks(model, symbols, escapes, header.top_k, batch, progress, header.engine)
+            chunks = decode_chunks(model, decoder, frame.chunk_tokens, batch, progress, header.engine)
         pieces = []
         for index, chunk in enumerate(chunks):
             try:
@@ -358,18 +362,11 @@ class Decompressor:
 
     @staticmethod
     def read_symbols(header: Header, frame: Frame, model: LanguageModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Decode both payloads of a model frame and split them per chunk, checking their counts."""
-        backend = _backend_of(header)
-        symbols = backend.decode(frame.streams[0], header.top_k + 1, sum(frame.chunk_tokens))
-        ranked = symbols[symbols != header.top_k]
-        if ranked.size and int(ranked.max()) >= model.logits_size:
-            raise BadArchiveError(f"archive holds rank {int(ranked.max())}, beyond the model's {model.logits_size} tokens")
-        escape_at = np.flatnonzero(symbols == header.top_k)
-        escapes = backend.decode(frame.streams[1], model.tokenizer.id_space, len(escape_at))
-        bounds = np.cumsum(frame.chunk_tokens)[:-1]
-        per_chunk_symbols = np.split(symbols, bounds)
-        per_chunk_escapes = np.split(escapes, np.searchsorted(escape_at, bounds))
-        return per_chunk_symbols, per_chunk_escapes
+        """A rank-coded frame's payloads decoded and split per chunk (rank symbols, escaped ids)."""
+        coder = _coder_of(header)
+        if not isinstance(coder, RankCoder):
+            raise ValueError(f"back-end {header.backend!r} codes no ranks")
+        return coder.symbols(frame.streams, frame.chunk_tokens, model, header.top_k)
 
 
 def input_frames(source: BinaryIO, frame_bytes: int) -> Iterator[bytes]:
@@ -417,15 +414,6 @@ def chunk_length(context: int | None, tokens: int) -> int:
     return min(DEFAULT_CONTEXT, max(MIN_CONTEXT, -(-tokens // MIN_CHUNKS)))
 
 
-def symbolize(chunks: list[np.ndarray], ranks: list[np.ndarray], top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One symbol per token (its rank, or ``top_k`` = escape) and the escaped ids, in order."""
-    if not chunks:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    tokens, all_ranks = np.concatenate(chunks), np.concatenate(ranks)
-    escaped = (all_ranks < 0) | (all_ranks >= top_k)
-    return np.where(escaped, top_k, all_ranks), tokens[escaped]
-
-
 def looks_binary(data: bytes) -> bool:
     """True when over ``BINARY_SHARE`` of the bytes are invalid UTF-8 or control characters.
 
@@ -466,9 +454,9 @@ def library_versions() -> dict:
             "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
-def _backend_of(header: Header):
+def _coder_of(header: Header) -> TokenCoder:
     try:
-        return get_backend(header.backend)
+        return get_coder(header.backend)
     except ValueError:
         raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
 

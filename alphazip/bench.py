@@ -31,6 +31,8 @@ import zstandard
 from . import container
 from .api import (DEFAULT_CONTEXT, FRAME_BYTES, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for,
                   input_frames, library_versions, looks_binary, symbolize)
+from .coding import RankCoder, get_coder
+from .coding.ranked import RankDecoder
 from .model import LanguageModel
 from .schedule import Progress, Scores, decode_chunks, score_chunks
 
@@ -241,8 +243,13 @@ def model_rows(name: str, data: bytes, model: LanguageModel, spec: str, context:
         rows.append(Row(name, "rank entropy", "limit", len(data), order0_bytes(symbols) + order0_bytes(escapes),
                         top_k=top_k, ideal_size=ideal, **same))
         for backend in plan.backends:
+            if not _codes_ranks(backend) and top_k != plan.top_ks[0]:  # k means nothing to it
+                continue
             row = coded_row(name, data, model, plan.settings(backend, spec, context, top_k), scores, expected, same)
             row.ideal_size = ideal
+            if not _codes_ranks(backend):  # its own pack and unpack, timed in full
+                rows.append(row)
+                continue
             row.pack_seconds += score_seconds  # auto mode scores the text even where raw wins
             if row.mode != "raw":  # unpacking a raw archive never runs the model
                 row.unpack_seconds += decode_seconds
@@ -266,7 +273,8 @@ def decode_pass(data: bytes, frames: list[list[np.ndarray]], scores: list[Scores
         restored = []
         for chunks, frame_scores in zip(frames, scores, strict=True):
             coded = [symbolize([chunk], [ranks], top_k) for chunk, ranks in zip(chunks, frame_scores.ranks)]
-            decoded = decode_chunks(model, [c[0] for c in coded], [c[1] for c in coded], top_k,
+            decoder = RankDecoder([c[0] for c in coded], [c[1] for c in coded], top_k)
+            decoded = decode_chunks(model, decoder, [len(chunk) for chunk in chunks],
                                     decoding_batch(model, engine, batch), tally.pass_progress(), engine)
             restored += [model.tokenizer.decode(chunk) for chunk in decoded]
         failure = "" if b"".join(restored) == data else "model decoding pass: bytes differ"
@@ -277,10 +285,13 @@ def decode_pass(data: bytes, frames: list[list[np.ndarray]], scores: list[Scores
 
 def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, scores: list[Scores],
               expected: list[tuple[np.ndarray, np.ndarray]], same: dict) -> Row:
-    """Code the shared ranks with one back-end and k; decode the payloads and compare symbols."""
+    """Code the shared ranks with one back-end and k; decode the payloads and compare symbols.
+
+    A coder that needs the model's distribution (``ac``) packs and unpacks in full instead."""
+    ranked = _codes_ranks(settings.backend)
     started = time.perf_counter()
     try:
-        archive = Compressor(settings).pack(data, scores=scores)
+        archive = Compressor(settings).pack(data, scores=scores if ranked else None)
         blob = container.write(archive)
     except Exception as exc:  # reported as data, like a failed check
         return Row(name, f"alphazip {settings.backend}", "alphazip", len(data), math.nan, top_k=settings.top_k,
@@ -289,12 +300,17 @@ def coded_row(name: str, data: bytes, model: LanguageModel, settings: Settings, 
     packed = time.perf_counter()
     row = Row(name, f"alphazip {settings.backend}", "alphazip", len(data), len(blob), top_k=settings.top_k,
               mode=archive.mode, pack_seconds=packed - started, **same)
-    if archive.mode == "raw":
+    if archive.mode == "raw" or not ranked:
         _check(row, lambda: Decompressor().decompress(blob) == data, "unpacked bytes differ")
     else:
         _check(row, lambda: _same_symbols(container.read(blob), model, expected), "decoded symbols differ")
     row.unpack_seconds = time.perf_counter() - packed
     return row
+
+
+def _codes_ranks(backend: str) -> bool:
+    """Whether ``backend`` codes ranks (so the shared scoring pass serves it)."""
+    return isinstance(get_coder(backend), RankCoder)
 
 
 def order0_bytes(symbols: np.ndarray) -> float:

@@ -26,7 +26,7 @@ import typer
 
 from . import api, bench_output, limits
 from . import bench as benchmark
-from .backends import backend_names
+from .coding import coder_names
 from .errors import AlphazipError
 from .finetune import FinetuneSettings
 from .model import BUILTIN_MODELS, DEFAULT_MODEL, is_cached, pull
@@ -83,7 +83,7 @@ def pack(
     quiet: Quiet = False, verbose: Verbose = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also every regular file in the folders given "
                                             "and below, except *.az files and symbolic links.")] = False,
-    backend: Annotated[str, typer.Option(help=f"Back-end coder: {', '.join(backend_names())}.")] = "brotli",
+    backend: Annotated[str, typer.Option(help=f"Back-end coder: {', '.join(coder_names())}.")] = "brotli",
     model: Annotated[str, typer.Option("--model", "-m", help="Built-in model name or local folder.")] = DEFAULT_MODEL,
     top_k: Annotated[int, typer.Option(help="Ranks below this are symbols; others are escaped.")] = api.DEFAULT_TOP_K,
     context: Annotated[int | None, typer.Option(
@@ -193,7 +193,7 @@ def bench(
     """Compare settings on FILES: sizes, speed, ideal code length, classic compressors; every archive verified."""
     with _errors_to_exit():
         plan = benchmark.Plan(
-            backends=tuple(backend_names()) if backends == "all" else _names(backends),
+            backends=tuple(coder_names()) if backends == "all" else _names(backends),
             models=_names(model), contexts=_integers(context, "--context"), top_ks=_integers(top_k, "--top-k"),
             batch=batch, dtype=dtype, mode=mode, engine=engine, quick=quick)
         for values in itertools.product(plan.backends, plan.models, plan.contexts, plan.top_ks):

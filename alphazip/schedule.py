@@ -6,15 +6,16 @@ a KV cache, feed the same start token and the same padding after a chunk ends, a
 dtype. Everything here is a pure function of what the archive header records.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .coding import FrameDecoder, FrameEncoder
 from .model import LanguageModel
 from .model.lm import TRANSFORMERS_ENGINE
-from .ranks import ranks_of, tokens_at
+from .ranks import ranks_of
 
 Progress = Callable[[int, int], None]  # called with (tokens done so far, tokens in all)
 
@@ -38,6 +39,28 @@ class Scores:
     bits: list[float]  # ideal code length, sum of -log2 p(token), per chunk
 
 
+class Scorer(FrameEncoder):
+    """Ranks and ideal code lengths of a frame's tokens: the bench codes them with every byte
+    back-end and compares each coder with the model's ideal."""
+
+    def __init__(self, chunks: list[np.ndarray]):
+        self.scores = Scores([np.full(len(chunk), -1, dtype=np.int32) for chunk in chunks], [0.0] * len(chunks))
+
+    def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
+                lengths: np.ndarray) -> None:
+        flat = logits.reshape(-1, logits.shape[-1])
+        target = torch.from_numpy(np.ascontiguousarray(tokens).reshape(-1))
+        ranks = ranks_of(flat, target).view(len(rows), -1).numpy()
+        bits = _ideal_bits(flat, target).reshape(len(rows), -1)
+        for row, chunk in enumerate(rows):
+            live = max(min(tokens.shape[1], int(lengths[row]) - start), 0)
+            self.scores.ranks[chunk][start:start + live] = ranks[row, :live]
+            self.scores.bits[chunk] += float(bits[row, :live].sum())
+
+    def streams(self) -> list[bytes]:
+        raise TypeError("a Scorer measures; RankCoder.streams codes its ranks")
+
+
 class _Counter:
     """Tokens done so far, reported to an optional progress callback."""
 
@@ -50,81 +73,70 @@ class _Counter:
             self.progress(self.done, self.total)
 
 
-@torch.inference_mode()
 def score_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, progress: Progress | None = None,
                  engine: str = TRANSFORMERS_ENGINE) -> Scores:
-    """Rank every token of every chunk: in lockstep, or in whole segments where ``engine`` allows."""
-    scores = Scores([], [])
+    """Rank every token of every chunk and measure its ideal code length."""
+    scorer = Scorer(chunks)
+    encode_chunks(model, chunks, batch, [scorer], progress, engine)
+    return scorer.scores
+
+
+@torch.inference_mode()
+def encode_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, encoders: list[FrameEncoder],
+                  progress: Progress | None = None, engine: str = TRANSFORMERS_ENGINE) -> None:
+    """Show ``encoders`` the logits before every token of every chunk: in lockstep, or in whole
+    segments where ``engine`` allows. One pass of the model serves them all."""
     count = _Counter(sum(map(len, chunks)), progress)
     for group in groups(len(chunks), batch):
-        ranks, bits = _score_group(model, [chunks[i] for i in group], engine, count)
-        scores.ranks += ranks
-        scores.bits += bits
-    return scores
+        _encode_group(model, chunks, list(group), encoders, engine, count)
 
 
-def _score_group(model: LanguageModel, members: list[np.ndarray], engine: str,
-                 count: _Counter) -> tuple[list[np.ndarray], list[float]]:
-    """Ranks and ideal bits of one group's chunks. A function of its own, so that the group's KV
-    cache and logits are freed before the next group allocates its own (a second cache at once
-    raised the peak RSS by hundreds of MB)."""
+def _encode_group(model: LanguageModel, chunks: list[np.ndarray], rows: list[int], encoders: list[FrameEncoder],
+                  engine: str, count: _Counter) -> None:
+    """One group's pass. A function of its own, so that the group's KV cache and logits are freed
+    before the next group allocates its own (a second cache at once raised the peak RSS by
+    hundreds of MB)."""
+    members = [chunks[i] for i in rows]
     tokens = _padded(members, fill=model.bos_id)
     inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), tokens[:, :-1]], axis=1)
-    ranks = np.full(tokens.shape, -1, dtype=np.int32)
-    bits = np.zeros(len(members))
     lengths = np.array([len(m) for m in members])
     stepper = model.stepper(len(members), tokens.shape[1], engine)
     for start in range(0, tokens.shape[1], stepper.segment):
         stop = min(start + stepper.segment, tokens.shape[1])
-        logits = stepper.advance(inputs[:, start:stop])
-        flat = logits.reshape(-1, logits.shape[-1])
-        target = torch.from_numpy(np.ascontiguousarray(tokens[:, start:stop]).reshape(-1))
-        live = np.arange(start, stop)[None, :] < lengths[:, None]
-        ranks[:, start:stop] = ranks_of(flat, target).view(len(members), -1).numpy()
-        bits += (_ideal_bits(flat, target).reshape(len(members), -1) * live).sum(1)
-        count.add(int(live.sum()))
-    return [ranks[row, :length] for row, length in enumerate(lengths)], bits.tolist()
+        logits = stepper.advance(inputs[:, start:stop])  # [B, T, V]
+        for encoder in encoders:
+            encoder.observe(rows, start, logits, tokens[:, start:stop], lengths)
+        count.add(int(np.clip(lengths - start, 0, stop - start).sum()))
 
 
 @torch.inference_mode()
-def decode_chunks(
-    model: LanguageModel,
-    symbols: list[np.ndarray],
-    escapes: list[np.ndarray],
-    top_k: int,
-    batch: int,
-    progress: Progress | None = None,
-    engine: str = TRANSFORMERS_ENGINE,
-) -> list[np.ndarray]:
-    """Token ids of every chunk from its rank symbols (``top_k`` = escape) and escaped ids."""
+def decode_chunks(model: LanguageModel, decoder: FrameDecoder, chunk_tokens: list[int], batch: int,
+                  progress: Progress | None = None, engine: str = TRANSFORMERS_ENGINE) -> list[np.ndarray]:
+    """Token ids of every chunk, read back from ``decoder`` one position of a group at a time."""
     decoded = []
-    count = _Counter(sum(map(len, symbols)), progress)
-    for group in groups(len(symbols), batch):
-        decoded += _decode_group(model, [symbols[i] for i in group], [escapes[i] for i in group], top_k, engine, count)
+    count = _Counter(sum(chunk_tokens), progress)
+    for group in groups(len(chunk_tokens), batch):
+        decoded += _decode_group(model, decoder, np.array(group), [chunk_tokens[i] for i in group], engine, count)
+    decoder.finish()
     return decoded
 
 
-def _decode_group(model: LanguageModel, symbols: list[np.ndarray], escapes: list[np.ndarray], top_k: int,
+def _decode_group(model: LanguageModel, decoder: FrameDecoder, rows: np.ndarray, lengths: list[int],
                   engine: str, count: _Counter) -> list[np.ndarray]:
-    """Token ids of one group's chunks (a function of its own for the reason of ``_score_group``)."""
-    wanted = _padded(symbols, fill=0)
-    lengths = np.array([len(s) for s in symbols])
-    escape_ids = [iter(e.tolist()) for e in escapes]
-    tokens = np.full(wanted.shape, model.bos_id, dtype=np.int64)
-    stepper = model.stepper(len(symbols), wanted.shape[1], engine)
-    previous = np.full(len(symbols), model.bos_id, dtype=np.int64)
-    for t in range(wanted.shape[1]):
-        logits = stepper.step(previous)
-        live = t < lengths
-        ranked = live & (wanted[:, t] != top_k)
-        if ranked.any():
-            rows = torch.from_numpy(np.flatnonzero(ranked))
-            found = tokens_at(logits[rows], torch.from_numpy(wanted[ranked, t]))
-            tokens[ranked, t] = found.numpy()
-        for row in np.flatnonzero(live & ~ranked):
-            tokens[row, t] = next(escape_ids[row])
+    """Token ids of one group's chunks (a function of its own for the reason of ``_encode_group``)."""
+    lengths = np.array(lengths)
+    longest = int(lengths.max(initial=0))
+    tokens = np.full((len(rows), longest), model.bos_id, dtype=np.int64)
+    stepper = model.stepper(len(rows), longest, engine)
+    previous = np.full(len(rows), model.bos_id, dtype=np.int64)
+    for t in range(longest):
+        logits = stepper.step(previous)  # [B, V]
+        live = np.flatnonzero(t < lengths)
+        if len(live) < len(rows):
+            logits = logits[torch.from_numpy(live)]
+        tokens[live, t] = decoder.next_tokens(rows[live], t, logits)
         previous = tokens[:, t]
-        count.add(int(live.sum()))
+        count.add(len(live))
     return [tokens[row, :length] for row, length in enumerate(lengths)]
 
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from alphazip import Compressor, container  # noqa: E402
 from alphazip.backends import backend_names  # noqa: E402
+from alphazip.coding import coder_names  # noqa: E402
 from alphazip.model.exact import EXACT_ENGINE_NAME  # noqa: E402
 
 # One folder per format version: older folders stay as they were written, and must keep decoding.
@@ -59,12 +60,14 @@ def main() -> None:
         real = Compressor(backend="brotli", context=64, mode="model").compress(excerpt)
         (GOLDEN / "smollm2-engine-brotli.az").write_bytes(real)
     if "--exact" in sys.argv:  # the exact engine: these must decode on every machine
-        for backend in backend_names():
+        for backend in coder_names():
             compressor = Compressor(backend=backend, model=TINY, context=16, batch=3, mode="model", engine=EXACT_ENGINE_NAME)
             (GOLDEN / f"exact-tiny-{backend}-model.az").write_bytes(compressor.compress(data))
         (GOLDEN / "exact-tiny-zstd-mixed.az").write_bytes(mixed_archive(EXACT_ENGINE_NAME))
         real = Compressor(backend="brotli", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
         (GOLDEN / "exact-smollm2-brotli.az").write_bytes(real)
+        real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
+        (GOLDEN / "exact-smollm2-ac.az").write_bytes(real)
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

@@ -35,16 +35,18 @@ def test_the_compiled_kernels_follow_the_setting(setting, expected):
     assert done.stdout.strip() == expected
 
 
-@pytest.fixture(scope="module")
-def archives(tmp_path_factory):
-    """The excerpt packed with the tiny model as this CPU, and as a plain x86-64 with another batch."""
+@pytest.fixture(scope="module", params=["brotli", "ac"])
+def archives(request, tmp_path_factory):
+    """The excerpt packed with the tiny model as this CPU, and as a plain x86-64 with another batch,
+    by the rank coder and by the arithmetic coder (whose frequencies are computed from the logits)."""
     folder = tmp_path_factory.mktemp("portability")
     source = folder / "excerpt.txt"
     source.write_bytes(TEXT)
     packed = {}
     for name, setting, extra in (("native", "native", []), ("default", "default", ["--batch", "5", "-T", "1"])):
         target = folder / f"{name}.az"
-        done = alphazip(["pack", str(source), "-o", str(target), "-m", TINY, "--mode", "model", "-q", *extra], setting)
+        done = alphazip(["pack", str(source), "-o", str(target), "-m", TINY, "--mode", "model", "-q",
+                          "--backend", request.param, *extra], setting)
         assert done.returncode == 0, done.stderr
         packed[name] = target
     return packed

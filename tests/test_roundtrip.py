@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from alphazip import Compressor, Decompressor, container, describe
 from alphazip.api import MODELS, chunk_length, looks_binary
-from alphazip.backends import backend_names
+from alphazip.coding import coder_names
 
 SAMPLES = [
     b"",
@@ -22,7 +22,7 @@ SAMPLES = [
 FAST = {"model": TINY, "context": 24, "batch": 3}
 
 
-@pytest.mark.parametrize("backend", backend_names())
+@pytest.mark.parametrize("backend", coder_names())
 @pytest.mark.parametrize("data", SAMPLES, ids=range(len(SAMPLES)))
 def test_samples_round_trip_in_model_mode(tiny, backend, data):
     blob = Compressor(backend=backend, mode="model", **FAST).compress(data)
@@ -30,7 +30,7 @@ def test_samples_round_trip_in_model_mode(tiny, backend, data):
     assert describe(blob)["mode"] == "model"
 
 
-@pytest.mark.parametrize("backend", backend_names())
+@pytest.mark.parametrize("backend", coder_names())
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400) | st.text(max_size=200).map(str.encode))
 def test_arbitrary_bytes_round_trip(tiny, backend, data):

@@ -243,6 +243,59 @@ __attribute__((target("avx2"))) static void gate_avx2(GATE_PARAMETERS) { gate_ro
 __attribute__((target("arch=x86-64-v4"))) static void gate_v4(GATE_PARAMETERS) { gate_rows_body(GATE_ARGUMENTS); }
 static void (*gate_rows)(GATE_PARAMETERS) = gate_baseline;
 
+/* The arithmetic coder's integer frequencies of logit rows, as alphazip/coding/frequencies.py computes
+ * them: f = floor(2^((x - max) log2 e) * 2^30) + 1. The product is at most 2^30, so truncation to
+ * int32 is the floor and vectorizes; the sums are of integers, the same in any order.
+ * constants: [0] log2 e, [1] 2^30, [2..] the exp2 coefficients c_0..c_7.
+ * Per row: with ``tokens``, the frequencies before the token, its own, and the row's total; with
+ * ``running``, the row's running sums (inclusive) and its total. */
+static inline int64_t frequency(float x, float top, const float *constants) {
+    return (int64_t)(int32_t)(exp2_exact((x - top) * constants[0], constants + 2) * constants[1]) + 1;
+}
+
+#define FREQUENCY_BLOCK 512 /* the decoder's sums per block of ids: it then scans one block, not the row */
+
+/* Per row: with ``tokens``, the frequencies before the token, its own, and the row's total (packing);
+ * without, the row's largest logit, its sums per FREQUENCY_BLOCK ids and its total (unpacking). */
+static inline __attribute__((always_inline)) void frequencies_body(long first, long last, int width,
+        const float *logits, const int64_t *tokens, int64_t *cums, int64_t *freqs, int64_t *totals,
+        float *tops, int64_t *blocks, const float *constants) {
+    const int block_count = (width + FREQUENCY_BLOCK - 1) / FREQUENCY_BLOCK;
+    for (long r = first; r < last; r++) {
+        const float *row = logits + r * (long)width;
+        const float top = largest(row, width);
+        int64_t total = 0;
+        if (blocks) {
+            tops[r] = top;
+            for (int b = 0; b < block_count; b++) {
+                const int end = (b + 1) * FREQUENCY_BLOCK < width ? (b + 1) * FREQUENCY_BLOCK : width;
+                int64_t sum = 0;
+                for (int j = b * FREQUENCY_BLOCK; j < end; j++) sum += frequency(row[j], top, constants);
+                blocks[r * block_count + b] = sum;
+                total += sum;
+            }
+        } else {
+            const int token = (int)tokens[r];
+            int64_t before = 0, after = 0;
+            for (int j = 0; j < token; j++) before += frequency(row[j], top, constants);
+            for (int j = token + 1; j < width; j++) after += frequency(row[j], top, constants);
+            const int64_t own = frequency(row[token], top, constants);
+            cums[r] = before;
+            freqs[r] = own;
+            total = before + own + after;
+        }
+        totals[r] = total;
+    }
+}
+
+#define FREQUENCIES_PARAMETERS long first, long last, int width, const float *logits, const int64_t *tokens, \
+    int64_t *cums, int64_t *freqs, int64_t *totals, float *tops, int64_t *blocks, const float *constants
+#define FREQUENCIES_ARGUMENTS first, last, width, logits, tokens, cums, freqs, totals, tops, blocks, constants
+static void frequencies_baseline(FREQUENCIES_PARAMETERS) { frequencies_body(FREQUENCIES_ARGUMENTS); }
+__attribute__((target("avx2"))) static void frequencies_avx2(FREQUENCIES_PARAMETERS) { frequencies_body(FREQUENCIES_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void frequencies_v4(FREQUENCIES_PARAMETERS) { frequencies_body(FREQUENCIES_ARGUMENTS); }
+static void (*frequencies_rows)(FREQUENCIES_PARAMETERS) = frequencies_baseline;
+
 /* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), lowered to what
  * this CPU has. Returns the level in use. */
 int alphazip_select_isa(int level) {
@@ -253,6 +306,7 @@ int alphazip_select_isa(int level) {
     if (level >= 1 && !__builtin_cpu_supports("avx2")) level = 0;
     attend_position = level == 2 ? attend_v4 : level == 1 ? attend_avx2 : attend_baseline;
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
+    frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
     return level;
 }
 
@@ -262,4 +316,39 @@ void alphazip_gate(long count, int kind, const float *gate, const float *up, flo
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long first = 0; first < count; first += piece)
         gate_rows(first, first + piece < count ? first + piece : count, kind, gate, up, out, constants);
+}
+
+
+void alphazip_frequencies(long rows, int width, const float *logits, const int64_t *tokens, int64_t *cums,
+                          int64_t *freqs, int64_t *totals, float *tops, int64_t *blocks, const float *constants,
+                          int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++)
+        frequencies_rows(r, r + 1, width, logits, tokens, cums, freqs, totals, tops, blocks, constants);
+}
+
+/* The token whose span [cum, cum + freq) holds targets[r] (width: the escape after every id), from the
+ * block sums of alphazip_frequencies: whole blocks are skipped, one is scanned. */
+void alphazip_frequency_find(long rows, int width, const float *logits, const float *tops, const int64_t *blocks,
+                             const int64_t *targets, int64_t *tokens, int64_t *cums, int64_t *freqs,
+                             const float *constants) {
+    const int block_count = (width + FREQUENCY_BLOCK - 1) / FREQUENCY_BLOCK;
+    for (long r = 0; r < rows; r++) {
+        const float *row = logits + r * (long)width;
+        const int64_t *sums = blocks + r * block_count;
+        int64_t below = 0;
+        int b = 0;
+        while (b < block_count && below + sums[b] <= targets[r]) below += sums[b++];
+        tokens[r] = width, cums[r] = below, freqs[r] = 0;
+        if (b == block_count) continue;
+        const int end = (b + 1) * FREQUENCY_BLOCK < width ? (b + 1) * FREQUENCY_BLOCK : width;
+        for (int j = b * FREQUENCY_BLOCK; j < end; j++) {
+            const int64_t own = frequency(row[j], tops[r], constants);
+            if (below + own > targets[r]) {
+                tokens[r] = j, cums[r] = below, freqs[r] = own;
+                break;
+            }
+            below += own;
+        }
+    }
 }

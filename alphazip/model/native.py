@@ -23,6 +23,8 @@ _SIGNATURES = {
     "alphazip_quantize_split": [_INT, _INT, _POINTER, _FLOAT, _POINTER, _POINTER, _INT],
     "alphazip_dequantize": [_INT, _INT] + [_POINTER] * 4 + [_LONG, _INT],
     "alphazip_gate": [_LONG, _INT] + [_POINTER] * 4 + [_INT],
+    "alphazip_frequencies": [_LONG, _INT] + [_POINTER] * 8 + [_INT],
+    "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 8,
 }
 
 
@@ -108,3 +110,37 @@ def gate(kind: str, gate_values: torch.Tensor, up: torch.Tensor, constants: torc
     _LIBRARY.alphazip_gate(gate_values.numel(), 0 if kind == "silu" else 1, _pointer(gate_values), _pointer(up),
                            _pointer(out), _pointer(constants), torch.get_num_threads())
     return out
+
+
+
+FREQUENCY_BLOCK = 512  # in _attention.c
+
+
+def frequency_facts(logits: torch.Tensor, tokens: torch.Tensor, constants: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What ``coding.frequencies`` computes for ``logits`` [R, V] float32 and ``tokens`` [R] int64
+    (each < V): the frequencies before each token, its own, and the row's total, [R] int64 each."""
+    rows, width = logits.shape
+    cums, freqs, totals = (torch.empty(rows, dtype=torch.int64) for _ in range(3))
+    _LIBRARY.alphazip_frequencies(rows, width, _pointer(logits), _pointer(tokens), _pointer(cums), _pointer(freqs),
+                                  _pointer(totals), None, None, _pointer(constants), torch.get_num_threads())
+    return cums, freqs, totals
+
+
+def frequency_blocks(logits: torch.Tensor, constants: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each row's total [R], largest logit [R] and frequency sums per FREQUENCY_BLOCK ids [R, blocks]."""
+    rows, width = logits.shape
+    totals, tops = torch.empty(rows, dtype=torch.int64), torch.empty(rows, dtype=torch.float32)
+    blocks = torch.empty((rows, -(-width // FREQUENCY_BLOCK)), dtype=torch.int64)
+    _LIBRARY.alphazip_frequencies(rows, width, _pointer(logits), None, None, None, _pointer(totals), _pointer(tops),
+                                  _pointer(blocks), _pointer(constants), torch.get_num_threads())
+    return totals, tops, blocks
+
+
+def frequency_find(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tensor, targets: torch.Tensor,
+                   constants: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The token whose span holds each row's target (V for the escape), its cumulative frequency and its own."""
+    rows, width = logits.shape
+    tokens, cums, freqs = (torch.empty(rows, dtype=torch.int64) for _ in range(3))
+    _LIBRARY.alphazip_frequency_find(rows, width, _pointer(logits), _pointer(tops), _pointer(blocks), _pointer(targets),
+                                     _pointer(tokens), _pointer(cums), _pointer(freqs), _pointer(constants))
+    return tokens, cums, freqs

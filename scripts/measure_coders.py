@@ -40,7 +40,7 @@ def ours(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[float, float, int]
     decoder, got = RangeDecoder(code), []
     for row in range(len(logits)):  # one step at a time, as unpacking goes
         lookup = FrequencyLookup(logits[row:row + 1])
-        token, cum, freq = (values[0] for values in lookup.find([decoder.target(int(lookup.totals[0]))]))
+        token, cum, freq = (values[0] for values in lookup.find([0], [decoder.target(int(lookup.totals[0]))]))
         decoder.consume(cum, freq)
         got.append(token)
     assert got == tokens.tolist()

@@ -150,8 +150,14 @@ def test_compiled_frequencies_match_the_torch_path(monkeypatch):
     compiled = FrequencyLookup(logits)
     targets = [int(t) * k // 7 for k, t in zip(range(70), compiled.totals.tolist())]
     targets[5] = int(compiled.totals[5])  # the escape
-    expected = coding_facts(logits, tokens), compiled.totals, compiled.find(targets)
+    rows = list(range(70)) + [5, 0, 69]
+    targets += [0, 1, int(compiled.totals[69]) - 1]
+    ids = [int(t) for t in tokens] + [0, 1499, 700]
+    expected = coding_facts(logits, tokens), compiled.totals, compiled.find(rows, targets), compiled.at(rows, ids)
     monkeypatch.setattr(native, "_LIBRARY", None)
     in_torch = FrequencyLookup(logits)
     assert all(torch.equal(a, b) for a, b in zip(coding_facts(logits, tokens), expected[0]))
-    assert torch.equal(in_torch.totals, expected[1]) and in_torch.find(targets) == expected[2]
+    assert torch.equal(in_torch.totals, expected[1]) and in_torch.find(rows, targets) == expected[2]
+    assert in_torch.at(rows, ids) == expected[3]
+    cums, freqs, _ = coding_facts(logits, tokens)
+    assert expected[3][0][:70] == cums.tolist() and expected[3][1][:70] == freqs.tolist()

@@ -77,7 +77,7 @@ class ArithmeticDecoder(FrameDecoder):
         lookup = FrequencyLookup(logits)
         totals = [total + ESCAPE for total in lookup.totals.tolist()]
         decoders = [self.decoders[chunk] for chunk in rows]
-        found = lookup.find([decoder.target(total) for decoder, total in zip(decoders, totals)])
+        found = lookup.find(list(range(len(rows))), [decoder.target(total) for decoder, total in zip(decoders, totals)])
         tokens = np.empty(len(rows), dtype=np.int64)
         for index, (decoder, token, cum, freq) in enumerate(zip(decoders, *found)):
             if token < self.width:

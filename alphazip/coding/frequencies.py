@@ -52,28 +52,41 @@ def coding_facts(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tens
 
 
 class FrequencyLookup:
-    """One decoding step's distributions: each row's total, then the token at a point of it."""
+    """One decoding step's distributions: each row's total, then the token at a point of a row,
+    or the frequencies at an id. Queries name their row, so one call serves any mix of rows."""
 
     def __init__(self, logits: torch.Tensor):
         self.logits = logits.contiguous()  # [R, V]
-        if native.available():  # sums per block of ids; find() scans one block
+        if native.available():  # sums per block of ids; queries scan one block
             self.totals, self._tops, self._blocks = native.frequency_blocks(self.logits, _CONSTANTS)
             self._running = None
         else:
             self._running, self.totals = _running_torch(self.logits)
 
-    def find(self, targets: list[int]) -> tuple[list[int], list[int], list[int]]:
-        """Per row, the token whose span [cum, cum + freq) holds the target, its cum and its freq;
-        a target at or past the row's total gives token V (the escape) and cum = the total."""
-        wanted = torch.tensor(targets, dtype=torch.int64)
+    def find(self, rows: list[int], targets: list[int]) -> tuple[list[int], list[int], list[int]]:
+        """For each query, the token of row ``rows[q]`` whose span [cum, cum + freq) holds
+        ``targets[q]``, its cum and its freq; a target at or past the row's total gives token V
+        (the escape), cum = the total and freq 0."""
+        picked, wanted = torch.tensor(rows, dtype=torch.int64), torch.tensor(targets, dtype=torch.int64)
         if self._running is None:
-            found = native.frequency_find(self.logits, self._tops, self._blocks, wanted, _CONSTANTS)
+            found = native.frequency_find(self.logits, self._tops, self._blocks, picked, wanted, _CONSTANTS)
             return tuple(t.tolist() for t in found)
-        width = self.logits.shape[1]
-        tokens = torch.searchsorted(self._running, wanted[:, None], right=True)[:, 0]
-        upto = torch.where(tokens < width, self._running.gather(1, tokens.clamp(max=width - 1)[:, None])[:, 0], self.totals)
-        before = torch.where(tokens > 0, self._running.gather(1, (tokens - 1).clamp(min=0)[:, None])[:, 0], 0)
+        width, running, totals = self.logits.shape[1], self._running[picked], self.totals[picked]
+        tokens = torch.searchsorted(running, wanted[:, None], right=True)[:, 0]
+        upto = torch.where(tokens < width, running.gather(1, tokens.clamp(max=width - 1)[:, None])[:, 0], totals)
+        before = torch.where(tokens > 0, running.gather(1, (tokens - 1).clamp(min=0)[:, None])[:, 0], 0)
         return tokens.tolist(), before.tolist(), (upto - before).tolist()
+
+    def at(self, rows: list[int], ids: list[int]) -> tuple[list[int], list[int]]:
+        """For each query, row ``rows[q]``'s frequencies before ``ids[q]`` (< V) and its own."""
+        picked, wanted = torch.tensor(rows, dtype=torch.int64), torch.tensor(ids, dtype=torch.int64)
+        if self._running is None:
+            found = native.frequency_at(self.logits, self._tops, self._blocks, picked, wanted, _CONSTANTS)
+            return tuple(t.tolist() for t in found)
+        running = self._running[picked]
+        upto = running.gather(1, wanted[:, None])[:, 0]
+        before = torch.where(wanted > 0, running.gather(1, (wanted - 1).clamp(min=0)[:, None])[:, 0], 0)
+        return before.tolist(), (upto - before).tolist()
 
 
 def _running_torch(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -327,28 +327,48 @@ void alphazip_frequencies(long rows, int width, const float *logits, const int64
         frequencies_rows(r, r + 1, width, logits, tokens, cums, freqs, totals, tops, blocks, constants);
 }
 
-/* The token whose span [cum, cum + freq) holds targets[r] (width: the escape after every id), from the
- * block sums of alphazip_frequencies: whole blocks are skipped, one is scanned. */
-void alphazip_frequency_find(long rows, int width, const float *logits, const float *tops, const int64_t *blocks,
-                             const int64_t *targets, int64_t *tokens, int64_t *cums, int64_t *freqs,
-                             const float *constants) {
+/* For each query q: the token of row ``row_of[q]`` whose span [cum, cum + freq) holds targets[q] (width:
+ * the escape after every id), from the block sums of alphazip_frequencies: whole blocks are skipped,
+ * one is scanned. */
+void alphazip_frequency_find(long queries, int width, const float *logits, const float *tops, const int64_t *blocks,
+                             const int64_t *row_of, const int64_t *targets, int64_t *tokens, int64_t *cums,
+                             int64_t *freqs, const float *constants) {
     const int block_count = (width + FREQUENCY_BLOCK - 1) / FREQUENCY_BLOCK;
-    for (long r = 0; r < rows; r++) {
+    for (long q = 0; q < queries; q++) {
+        const long r = row_of[q];
         const float *row = logits + r * (long)width;
         const int64_t *sums = blocks + r * block_count;
         int64_t below = 0;
         int b = 0;
-        while (b < block_count && below + sums[b] <= targets[r]) below += sums[b++];
-        tokens[r] = width, cums[r] = below, freqs[r] = 0;
+        while (b < block_count && below + sums[b] <= targets[q]) below += sums[b++];
+        tokens[q] = width, cums[q] = below, freqs[q] = 0;
         if (b == block_count) continue;
         const int end = (b + 1) * FREQUENCY_BLOCK < width ? (b + 1) * FREQUENCY_BLOCK : width;
         for (int j = b * FREQUENCY_BLOCK; j < end; j++) {
             const int64_t own = frequency(row[j], tops[r], constants);
-            if (below + own > targets[r]) {
-                tokens[r] = j, cums[r] = below, freqs[r] = own;
+            if (below + own > targets[q]) {
+                tokens[q] = j, cums[q] = below, freqs[q] = own;
                 break;
             }
             below += own;
         }
+    }
+}
+
+/* For each query q: row ``row_of[q]``'s cumulative frequency before ids[q] and its own, from the
+ * block sums of alphazip_frequencies: the blocks before it summed, its own block scanned up to it. */
+void alphazip_frequency_at(long queries, int width, const float *logits, const float *tops, const int64_t *blocks,
+                           const int64_t *row_of, const int64_t *ids, int64_t *cums, int64_t *freqs,
+                           const float *constants) {
+    const int block_count = (width + FREQUENCY_BLOCK - 1) / FREQUENCY_BLOCK;
+    for (long q = 0; q < queries; q++) {
+        const long r = row_of[q];
+        const float *row = logits + r * (long)width;
+        const int id = (int)ids[q], block = id / FREQUENCY_BLOCK;
+        int64_t below = 0;
+        for (int b = 0; b < block; b++) below += blocks[r * block_count + b];
+        for (int j = block * FREQUENCY_BLOCK; j < id; j++) below += frequency(row[j], tops[r], constants);
+        cums[q] = below;
+        freqs[q] = frequency(row[id], tops[r], constants);
     }
 }

@@ -24,7 +24,8 @@ _SIGNATURES = {
     "alphazip_dequantize": [_INT, _INT] + [_POINTER] * 4 + [_LONG, _INT],
     "alphazip_gate": [_LONG, _INT] + [_POINTER] * 4 + [_INT],
     "alphazip_frequencies": [_LONG, _INT] + [_POINTER] * 8 + [_INT],
-    "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 8,
+    "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 9,
+    "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
 }
 
 
@@ -136,11 +137,23 @@ def frequency_blocks(logits: torch.Tensor, constants: torch.Tensor) -> tuple[tor
     return totals, tops, blocks
 
 
-def frequency_find(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tensor, targets: torch.Tensor,
-                   constants: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The token whose span holds each row's target (V for the escape), its cumulative frequency and its own."""
-    rows, width = logits.shape
-    tokens, cums, freqs = (torch.empty(rows, dtype=torch.int64) for _ in range(3))
-    _LIBRARY.alphazip_frequency_find(rows, width, _pointer(logits), _pointer(tops), _pointer(blocks), _pointer(targets),
-                                     _pointer(tokens), _pointer(cums), _pointer(freqs), _pointer(constants))
+def frequency_find(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor,
+                   targets: torch.Tensor, constants: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For each query: the token of row ``rows[q]`` whose span holds ``targets[q]`` (V for the
+    escape), its cumulative frequency and its own."""
+    width, count = logits.shape[1], len(rows)
+    tokens, cums, freqs = (torch.empty(count, dtype=torch.int64) for _ in range(3))
+    _LIBRARY.alphazip_frequency_find(count, width, _pointer(logits), _pointer(tops), _pointer(blocks), _pointer(rows),
+                                     _pointer(targets), _pointer(tokens), _pointer(cums), _pointer(freqs),
+                                     _pointer(constants))
     return tokens, cums, freqs
+
+
+def frequency_at(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor,
+                 ids: torch.Tensor, constants: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each query: row ``rows[q]``'s cumulative frequency before ``ids[q]`` (< V) and its own."""
+    width, count = logits.shape[1], len(rows)
+    cums, freqs = torch.empty(count, dtype=torch.int64), torch.empty(count, dtype=torch.int64)
+    _LIBRARY.alphazip_frequency_at(count, width, _pointer(logits), _pointer(tops), _pointer(blocks), _pointer(rows),
+                                   _pointer(ids), _pointer(cums), _pointer(freqs), _pointer(constants))
+    return cums, freqs

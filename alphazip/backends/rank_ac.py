@@ -2,42 +2,45 @@
 
 Every symbol is turned into a few yes/no decisions; each decision is range-coded under a
 probability that adapts as the stream goes by, predicted from the symbols before it. Nothing is
-sent about the distribution: the decoder learns it in step. All arithmetic is on Python ints,
-so the bits are the same on every machine.
+sent about the distribution: the decoder learns it in step. All arithmetic is on Python ints
+(no floating point anywhere), so the bits are the same on every machine.
 
 Format of a ``rank-ac`` payload (frozen: archives depend on these exact bits):
 
-* The symbol count as an unsigned LEB128 varint (minimal form), then the range coder's bytes.
+* The symbol count as an unsigned LEB128 varint (minimal form), then the range coder's bytes;
+  none at all when there is nothing to decide (no symbols, or an alphabet of one).
 * The range coder is LZMA's (32-bit ``low`` and ``range``, a byte out whenever ``range`` drops
   below 2**24, carries propagated into bytes already written) without LZMA's leading zero byte.
   A decision with probability ``p`` of a one (16-bit, clamped to [64, 65472]) takes the low
-  ``(range * p) >> 16`` of the interval for a one, the rest for a zero.
-* At the end the coder writes the point of the final interval with the most trailing zero bits,
-  as four bytes, and then drops the zero bytes at the end of those four (only those). The decoder
-  reads missing bytes as zeros, and accepts the payload only if it is exactly that canonical
-  encoding: every byte used, the final point the canonical one, no more zeros implied than were
-  dropped. So truncation, trailing bytes and most corruption are caught at the end.
+  ``(range * p) >> 16`` of the interval for a one, the rest for a zero. ``n`` equally likely
+  bits (n <= 16 at a time) take the ``value``-th of ``2**n`` slices ``range >> n`` wide.
+* At the end the coder writes the multiple of 2**24 in its final interval as four bytes (so the
+  last three are zero). The decoder accepts a payload only if it ends exactly where its four
+  bytes of window do and they are such a point: a truncated or extended payload fails that
+  (24 bits of check), without an end marker or a length.
 
-Two ways of turning a symbol into decisions, by alphabet size (both write bits MSB first):
+Two ways of turning a symbol into decisions, by alphabet size (both send bits MSB first):
 
-* Alphabets of at most 256 (raw frames' bytes): the bits of the symbol, down a binary tree, each
-  predicted by mixing four adaptive counters: the tree node alone (order 0) and the node after
-  the previous one, two and three symbols (orders 1 to 3).
-* Larger alphabets (ranks, escaped token ids): ``v = symbol + 1`` splits into its bit length
-  ``e + 1`` and the ``e`` bits below the leading one. ``e`` is sent in unary (``e > 0?``,
+* Alphabets of at most 256 (raw frames' bytes): the bits of the symbol down a binary tree, each
+  predicted by mixing five adaptive counters: the tree node alone (order 0), the node after the
+  previous symbol (order 1), after the previous two and three (orders 2 and 3, hashed into one
+  table sized by the count, at most 2**22 counters), and a match model: the bit that followed
+  the last occurrence of the previous four symbols, while it keeps being right, by how long.
+* Larger alphabets (ranks, escaped token ids): ``v = symbol + 1`` splits into ``e``, its bit
+  length less one, and the ``e`` bits below the leading one. ``e`` is sent in unary (``e > 0?``,
   ``e > 1?`` .., never past the alphabet's largest), each step mixing counters for the step
-  alone, for the step after the last two symbols' ``e`` (capped at 5), and for the step after
-  the sum of the last eight ``e`` (halved, capped at 15). Then the first two bits below the
-  leading one are coded with counters for ``(e, bits so far)``, the rest with ``(e, position)``.
+  alone, for the step after the last two symbols' ``e`` (each capped at 5), and for the step
+  after the sum of the last eight ``e`` (halved, capped at 15). Then the first two bits below
+  the leading one are coded with counters for ``(e, bits so far)``, the rest as equally likely.
 
 Counters hold P(one) in 1/65536, start at one half and move towards each bit by 1/(n + 1.5)
-of the way for their n-th update, and by 1/256.5 from then on (quick to learn, then stable but
-still tracking drift). The mixer is a single-layer logistic mix (lpaq's): stretch each counter's
-prediction, a weighted sum, squash; one weight set per unary step or tree depth, and for bytes
-per whether the order-2 context is new; weights learn from each coding error.
+of the way at their n-th update, and by 1/256.5 from then on (quick to learn, then stable but
+still tracking drift). The mixer is lpaq1's single-layer logistic mix: stretch each counter's
+prediction, a weighted sum, squash; one weight set per unary step (ranks) or per tree depth,
+match length and whether the order-3 context is new (bytes); weights learn from each error.
 """
 
-import math
+from array import array
 from operator import mul
 
 import numpy as np
@@ -47,19 +50,24 @@ from .base import Backend
 
 _TOP = 1 << 24  # the coder shifts a byte out whenever range falls below this
 _MASK = (1 << 32) - 1
+_END_MASK = (1 << 24) - 1  # the final point's low bytes, zero: 24 bits that catch a bad end
 _PMIN, _PMAX = 64, 65536 - 64  # every decision costs >= -log2(_PMAX / 65536) bits
 _UNIFORM_BITS = 16  # equally likely bits are coded this many at a time at most
 _COUNT_LIMIT = 255  # updates after which a counter's rate stops falling
 _RATE = [int(65536 / (n + 1.5)) for n in range(_COUNT_LIMIT + 1)]
 # Symbols a payload of n coder bytes can hold: each costs at least one decision, so at least
-# -log2(_PMAX / 65536) = 0.00141 bits, and n bytes carry at most 8 * n + 8 bits of them.
+# -log2(_PMAX / 65536) = 0.00141 bits, and n >= 4 bytes carry at most 8 * (n - 4) + 8 bits.
 _SYMBOLS_PER_BYTE = 5_700
 
-# Logistic mixing in lpaq's fixed point: stretch(p) = ln(p / (1 - p)) * 256 over 12-bit p.
-_SQUASH = [min(max(int(4096 / (1 + math.exp(-d / 256))), 1), 4095) for d in range(-2047, 2048)]
+# Logistic mixing in lpaq1's fixed point, integers only (no libm, so no platform's rounding in
+# the bitstream): squash(d) = 4096 / (1 + e**(-d / 256)) interpolated from 33 knots, for d in
+# [-2047, 2047]; stretch is its inverse over 12-bit probabilities.
+_KNOTS = (1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994, 3348, 3607,
+          3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094)
+_SQUASH = [(_KNOTS[(d >> 7) + 16] * (128 - (d & 127)) + _KNOTS[(d >> 7) + 17] * (d & 127) + 64) >> 7
+           for d in range(-2047, 2048)]
 _STRETCH = [0] * 4096
 _MIX_SHIFT = 16  # weights are 16.16 fixed point
-_MIX_RATE = 1  # weight step per unit of error (tuned on the corpus' rank streams)
 
 
 def _stretch_table() -> None:
@@ -124,21 +132,21 @@ class _Encoder:
         out[i] += 1
 
     def finish(self) -> bytes:
-        """The bytes so far plus the canonical final point, its trailing zero bytes dropped."""
-        point = self.low + _canonical_offset(self.low, self.range)
+        """The bytes so far plus the final point: the multiple of 2**24 in the interval."""
+        point = self.low + (-self.low & _END_MASK)  # inside, as range >= 2**24
         if point > _MASK:
             point &= _MASK
             self._carry()
-        return bytes(self.out) + point.to_bytes(4, "big")[: 4 - _trailing_zero_bytes(point)]
+        return bytes(self.out) + point.to_bytes(4, "big")
 
 
 class _Decoder:
     """The range coder's reading side; strict about where the payload ends."""
 
-    __slots__ = ("data", "pos", "implied", "range", "code", "window")
+    __slots__ = ("data", "pos", "range", "code", "window")
 
     def __init__(self, data: memoryview):
-        self.data, self.pos, self.implied = data, 0, 0
+        self.data, self.pos = data, 0
         self.range, self.code, self.window = 1, 0, 0
         for _ in range(4):
             self._shift()  # reads the first four bytes; range ends at 2**32 ..
@@ -178,9 +186,6 @@ class _Decoder:
         if self.pos < len(self.data):
             byte = self.data[self.pos]
             self.pos += 1
-        elif self.implied < 4:
-            byte = 0  # one of the final point's dropped zero bytes
-            self.implied += 1
         else:
             raise BadArchiveError("rank-ac payload ends early")
         self.code = (self.code << 8) | byte
@@ -188,25 +193,13 @@ class _Decoder:
         self.range <<= 8
 
     def finish(self) -> None:
-        """Accept the payload only if it is the canonical encoding of what was decoded."""
-        # code = window - low (mod 2**32) holds throughout, which recovers the encoder's low.
-        low = (self.window - self.code) & _MASK
-        if self.code != _canonical_offset(low, self.range) or self.pos < len(self.data) \
-                or self.implied != _trailing_zero_bytes(self.window):
-            raise BadArchiveError("rank-ac payload is corrupt or has trailing bytes")
-
-
-def _canonical_offset(low: int, range_: int) -> int:
-    """How far above ``low`` the point of [low, low + range) with the most trailing zeros is."""
-    for unit in (1 << 32, 1 << 24, 1 << 16, 1 << 8):
-        offset = -low % unit
-        if offset < range_:
-            return offset
-    return 0
-
-
-def _trailing_zero_bytes(point: int) -> int:
-    return 4 if point == 0 else (((point & -point).bit_length() - 1) >> 3)
+        """Accept the payload only if it ends where and as the encoder ends one."""
+        if self.pos < len(self.data):
+            raise BadArchiveError("rank-ac payload has trailing bytes")
+        # The last four bytes read are the final point, a multiple of 2**24 just above the
+        # encoder's low; code (= point - low) is then below 2**24.
+        if self.window & _END_MASK or self.code > _END_MASK:
+            raise BadArchiveError("rank-ac payload is corrupt or truncated")
 
 
 class _Counters:
@@ -215,13 +208,8 @@ class _Counters:
     __slots__ = ("p", "n")
 
     def __init__(self, size: int):
-        self.p, self.n = [32768] * size, [0] * size
-
-    def add(self) -> int:
-        """A fresh counter (for contexts held in a dict); its index."""
-        self.p.append(32768)
-        self.n.append(0)
-        return len(self.p) - 1
+        # Compact arrays: a byte model's hashed tables hold millions of counters.
+        self.p, self.n = array("H", [32768]) * size, array("B", [0]) * size
 
     def update(self, i: int, bit: int) -> None:
         p, n = self.p[i], self.n[i]
@@ -244,12 +232,12 @@ class _Counters:
 class _Mixer:
     """Mixes several counters' predictions of one decision into one probability."""
 
-    __slots__ = ("weights", "inputs", "counters")
+    __slots__ = ("weights", "counters", "rate")
 
-    def __init__(self, sets: int, inputs: int, counters: _Counters):
+    def __init__(self, sets: int, inputs: int, counters: _Counters, rate: int):
         self.weights = [[(1 << _MIX_SHIFT) // inputs] * inputs for _ in range(sets)]
-        self.inputs = inputs
         self.counters = counters
+        self.rate = rate  # weights move by stretch * error >> rate (tuned on the corpus)
 
     def code(self, coder, which: list[int], weight_set: int, bit: int) -> int:
         """Code one decision predicted by the counters ``which``; the bit."""
@@ -259,8 +247,8 @@ class _Mixer:
         dot = sum(map(mul, weights, stretched)) >> _MIX_SHIFT
         mixed = _SQUASH[(dot if -2047 <= dot <= 2047 else (2047 if dot > 0 else -2047)) + 2047] << 4
         bit = coder.bit(_PMIN if mixed < _PMIN else (_PMAX if mixed > _PMAX else mixed), bit)
-        error = ((bit << 16) - mixed) * _MIX_RATE  # in 1/65536, as the weights
-        weights[:] = [w + ((s * error) >> 14) for w, s in zip(weights, stretched)]
+        error, rate = (bit << 16) - mixed, self.rate  # error in 1/65536, as the weights
+        weights[:] = [w + ((s * error) >> rate) for w, s in zip(weights, stretched)]
         # _Counters.update, inlined: this loop is most of the coder's time.
         for i in which:
             q, m = p[i], n[i]
@@ -287,7 +275,7 @@ class _RankModel:
         self.recent = self.pair + 36 * width
         self.head = self.recent + 16 * width
         self.counters = _Counters(self.head + 4 * width)
-        self.mixer = _Mixer(width, 3, self.counters)
+        self.mixer = _Mixer(width, 3, self.counters, rate=14)
         self.last = [0, 0]  # e of the previous symbol and the one before, each capped at 5
         self.ring, self.at, self.sum = [0] * 8, 0, 0  # e of the last eight symbols, and their sum
 
@@ -317,41 +305,71 @@ class _RankModel:
 
 
 class _ByteModel:
-    """Symbols of at most 8 bits (raw bytes) down a binary tree, orders 0 to 3 mixed."""
+    """Symbols of at most 8 bits (raw bytes) down a binary tree: orders 0 to 3 and a match model
+    mixed."""
 
-    def __init__(self, alphabet: int):
+    def __init__(self, alphabet: int, count: int):
         self.bits = (alphabet - 1).bit_length()
         self.size = size = 1 << self.bits
-        self.counters = _Counters(size + size * size)  # order 0 by node, order 1 by (previous, node)
-        self.higher: dict[int, int] = {}  # orders 2 and 3: context key -> counter index
-        self.mixer = _Mixer(2 * max(self.bits, 1), 4, self.counters)
-        self.history = 0  # the last three symbols, one a byte, newest lowest
+        # Orders 2 and 3 share one hashed table of 16-counter blocks, one block per (context,
+        # high nibble so far); sized by the count (both sides know it), at most 2**22 counters.
+        self.table_bits = min(max((16 * count).bit_length(), 12), 22)
+        self.order1 = size
+        self.hashed = size + size * size
+        self.match = self.hashed + (1 << self.table_bits)  # by (match length capped at 15, predicted bit)
+        self.counters = _Counters(self.match + 32)
+        self.mixer = _Mixer(8 * max(self.bits, 1), 5, self.counters, rate=16)
+        self.history = 0  # the last four symbols, one a byte, newest lowest
+        # Match model: where the last four symbols were last followed, and how long it has held.
+        self.seen = bytearray()
+        self.last_at = array("i", [-1]) * (1 << min(max(count.bit_length(), 10), 22))
+        self.at, self.length = -1, 0
 
     def code(self, coder, symbol: int) -> int:
         """Code ``symbol`` (the encoder's; the decoder passes 0 and gets the decoded one back)."""
-        size, higher, counts = self.size, self.higher, self.counters.n
-        last = self.history & 0xFF
-        order1 = size + last * size
-        order2 = (self.history & 0xFFFF) << 9
-        order3 = (self.history << 9) | (1 << 34)
+        bits, history, code, counts = self.bits, self.history, self.mixer.code, self.counters.n
+        order1 = self.order1 + (history & 0xFF) * self.size
+        expected = (self.seen[self.at] | self.size) if self.length else 0  # with its leading one
+        length = min(self.length, 15) << 1
         node = 1
-        for depth in range(self.bits):
-            i2 = higher.get(order2 | node)
-            if i2 is None:
-                i2 = higher[order2 | node] = self.counters.add()
-            i3 = higher.get(order3 | node)
-            if i3 is None:
-                i3 = higher[order3 | node] = self.counters.add()
-            bit = (symbol >> (self.bits - 1 - depth)) & 1
-            weight_set = 2 * depth + (counts[i2] < 3)
-            node = (node << 1) | self.mixer.code(coder, [node, order1 + node, i2, i3], weight_set, bit)
-        decoded = node - size
-        self.history = ((self.history << 8) | decoded) & 0xFFFFFF
+        for depth in range(bits):
+            if not depth & 3:  # a new nibble: find the higher orders' blocks
+                order2 = self._block(2, history & 0xFFFF, node)
+                order3 = self._block(3, history & 0xFFFFFF, node)
+            local = (1 << (depth & 3)) | (node & ((1 << (depth & 3)) - 1))
+            if expected >> (bits - depth) == node:  # the match still holds: its next bit
+                guess = (expected >> (bits - 1 - depth)) & 1
+                match, weight_set = self.match + length + guess, 8 * depth + 2 * min(self.length, 3)
+            else:
+                match, weight_set = self.match, 8 * depth
+            weight_set += counts[order3 + local] == 0
+            which = [node, order1 + node, order2 + local, order3 + local, match]
+            node = (node << 1) | code(coder, which, weight_set, (symbol >> (bits - 1 - depth)) & 1)
+        decoded = node - self.size
+        self._remember(decoded, expected)
         return decoded
 
+    def _block(self, order: int, context: int, node: int) -> int:
+        """First counter of the block for this order's ``context`` and the bits so far."""
+        key = (((context << 5) | node) << 2) | order
+        return self.hashed + ((key * 0x9E3779B97F4A7C15 >> 40) & ((1 << self.table_bits) - 16))
 
-def _model_for(alphabet: int):
-    return _ByteModel(alphabet) if alphabet <= 256 else _RankModel(alphabet)
+    def _remember(self, decoded: int, expected: int) -> None:
+        self.history = history = ((self.history << 8) | decoded) & 0xFFFFFFFF
+        self.seen.append(decoded)
+        if self.length and decoded | self.size == expected:
+            self.length += 1
+            self.at += 1
+        else:
+            self.length = 0
+        slot = (history * 0x9E3779B1 >> 12) & (len(self.last_at) - 1)
+        if not self.length and len(self.seen) >= 4 and self.last_at[slot] >= 0:
+            self.at, self.length = self.last_at[slot], 1
+        self.last_at[slot] = len(self.seen)
+
+
+def _model_for(alphabet: int, count: int):
+    return _ByteModel(alphabet, count) if alphabet <= 256 else _RankModel(alphabet)
 
 
 class RankACBackend(Backend):
@@ -362,14 +380,16 @@ class RankACBackend(Backend):
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
         """Code ``symbols`` (ints in ``range(alphabet)``) into a count varint plus coder bytes."""
-        array = np.asarray(symbols, dtype=np.int64).ravel()
-        if array.size and (int(array.min()) < 0 or int(array.max()) >= alphabet):
+        values = np.asarray(symbols, dtype=np.int64).ravel()
+        if values.size and (int(values.min()) < 0 or int(values.max()) >= alphabet):
             raise ValueError(f"symbols must lie in range({alphabet})")
-        model, encoder = _model_for(alphabet), _Encoder()
+        if not values.size or alphabet == 1:
+            return _varint(values.size)  # nothing to decide: no coder bytes at all
+        model, encoder = _model_for(alphabet, values.size), _Encoder()
         code = model.code
-        for symbol in array.tolist():
+        for symbol in values.tolist():
             code(encoder, symbol)
-        return _varint(array.size) + encoder.finish()
+        return _varint(values.size) + encoder.finish()
 
     def decode(self, payload: bytes, alphabet: int, expected: int) -> np.ndarray:
         """Inverse of :meth:`encode`; BadArchiveError on truncation, junk, symbols outside the
@@ -378,15 +398,20 @@ class RankACBackend(Backend):
         if count != expected:
             raise BadArchiveError(f"rank-ac payload holds {count} symbols, not the {expected} expected")
         stream = memoryview(payload)[start:]
+        dtype = np.uint8 if alphabet <= 256 else np.int64
+        if not count or alphabet == 1:
+            if stream:
+                raise BadArchiveError("rank-ac payload has trailing bytes")
+            return np.zeros(count, dtype=dtype)
         # Every decision costs some bits, so a count this payload cannot hold is corrupt (and
-        # must not make us allocate or loop for it). An alphabet of one needs no decisions.
-        if alphabet > 1 and count > _SYMBOLS_PER_BYTE * (len(stream) + 1):
+        # must not make us allocate or loop for it).
+        if count > _SYMBOLS_PER_BYTE * len(stream):
             raise BadArchiveError("rank-ac payload is too short for its symbol count")
-        model, decoder = _model_for(alphabet), _Decoder(stream)
+        model, decoder = _model_for(alphabet, count), _Decoder(stream)
         code = model.code
         symbols = [code(decoder, 0) for _ in range(count)]
         decoder.finish()
-        result = np.array(symbols, dtype=np.uint8 if alphabet <= 256 else np.int64)
+        result = np.array(symbols, dtype=dtype)
         if result.size and int(result.max()) >= alphabet:
             raise BadArchiveError(f"rank-ac symbol {int(result.max())} is outside the alphabet of {alphabet}")
         return result

@@ -54,7 +54,8 @@ _END_MASK = (1 << 24) - 1  # the final point's low bytes, zero: 24 bits that cat
 _PMIN, _PMAX = 64, 65536 - 64  # every decision costs >= -log2(_PMAX / 65536) bits
 _UNIFORM_BITS = 16  # equally likely bits are coded this many at a time at most
 _COUNT_LIMIT = 255  # updates after which a counter's rate stops falling
-_RATE = [int(65536 / (n + 1.5)) for n in range(_COUNT_LIMIT + 1)]
+_RATE = [131072 // (2 * n + 3) for n in range(_COUNT_LIMIT + 1)]  # 65536 / (n + 1.5)
+_NEXT_COUNT = [min(n + 1, _COUNT_LIMIT) for n in range(_COUNT_LIMIT + 1)]
 # Symbols a payload of n coder bytes can hold: each costs at least one decision, so at least
 # -log2(_PMAX / 65536) = 0.00141 bits, and n >= 4 bytes carry at most 8 * (n - 4) + 8 bits.
 _SYMBOLS_PER_BYTE = 5_700
@@ -203,7 +204,11 @@ class _Decoder:
 
 
 class _Counters:
-    """Adaptive bit probabilities: ``p[i]`` is P(one) in 1/65536, ``n[i]`` its updates so far."""
+    """Adaptive bit probabilities: ``p[i]`` is P(one) in 1/65536, ``n[i]`` its updates so far.
+
+    An update moves p by less than the distance to 0 or 65536, so p stays in [1, 65535]; the
+    coder clamps what it is given to [_PMIN, _PMAX].
+    """
 
     __slots__ = ("p", "n")
 
@@ -211,21 +216,25 @@ class _Counters:
         # Compact arrays: a byte model's hashed tables hold millions of counters.
         self.p, self.n = array("H", [32768]) * size, array("B", [0]) * size
 
-    def update(self, i: int, bit: int) -> None:
-        p, n = self.p[i], self.n[i]
+    def update(self, which: list[int], bit: int) -> None:
+        """Move the counters ``which`` towards ``bit``."""
+        p, n, rate, step = self.p, self.n, _RATE, _NEXT_COUNT
         if bit:
-            p += ((65536 - p) * _RATE[n]) >> 16
-            self.p[i] = p if p < _PMAX else _PMAX
+            for i in which:
+                q, m = p[i], n[i]
+                p[i] = q + (((65536 - q) * rate[m]) >> 16)
+                n[i] = step[m]
         else:
-            p -= (p * _RATE[n]) >> 16
-            self.p[i] = p if p > _PMIN else _PMIN
-        if n < _COUNT_LIMIT:
-            self.n[i] = n + 1
+            for i in which:
+                q, m = p[i], n[i]
+                p[i] = q - ((q * rate[m]) >> 16)
+                n[i] = step[m]
 
     def code(self, coder, i: int, bit: int) -> int:
         """Code one decision under counter ``i`` alone; the bit."""
-        bit = coder.bit(self.p[i], bit)
-        self.update(i, bit)
+        p = self.p[i]
+        bit = coder.bit(_PMIN if p < _PMIN else (_PMAX if p > _PMAX else p), bit)
+        self.update((i,), bit)
         return bit
 
 
@@ -241,7 +250,7 @@ class _Mixer:
 
     def code(self, coder, which: list[int], weight_set: int, bit: int) -> int:
         """Code one decision predicted by the counters ``which``; the bit."""
-        p, n = self.counters.p, self.counters.n
+        p = self.counters.p
         stretched = [_STRETCH[p[i] >> 4] for i in which]
         weights = self.weights[weight_set]
         dot = sum(map(mul, weights, stretched)) >> _MIX_SHIFT
@@ -249,17 +258,7 @@ class _Mixer:
         bit = coder.bit(_PMIN if mixed < _PMIN else (_PMAX if mixed > _PMAX else mixed), bit)
         error, rate = (bit << 16) - mixed, self.rate  # error in 1/65536, as the weights
         weights[:] = [w + ((s * error) >> rate) for w, s in zip(weights, stretched)]
-        # _Counters.update, inlined: this loop is most of the coder's time.
-        for i in which:
-            q, m = p[i], n[i]
-            if bit:
-                q += ((65536 - q) * _RATE[m]) >> 16
-                p[i] = q if q < _PMAX else _PMAX
-            else:
-                q -= (q * _RATE[m]) >> 16
-                p[i] = q if q > _PMIN else _PMIN
-            if m < _COUNT_LIMIT:
-                n[i] = m + 1
+        self.counters.update(which, bit)
         return bit
 
 

@@ -269,7 +269,7 @@ class _RankModel:
         self.top = top = alphabet.bit_length() - 1  # the largest bit length - 1 a symbol + 1 has
         width = top + 1
         # Counter blocks: unary steps alone, after the last two lengths (6 x 6), after the recent
-        # sum (16), the two bits after the leading one by (e, bits so far), the rest by (e, position).
+        # sum (16), and the two bits after the leading one by (e, bits so far).
         self.pair = width
         self.recent = self.pair + 36 * width
         self.head = self.recent + 16 * width

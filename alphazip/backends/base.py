@@ -90,4 +90,4 @@ def backend_names() -> list[str]:
 
 def _load_builtin_backends() -> None:
     # Importing a module registers its back-end; one file per coder, nothing else to edit.
-    from . import brotli, gzip, huffman, xz, zstd  # noqa: F401
+    from . import brotli, gzip, huffman, rank_ac, xz, zstd  # noqa: F401

@@ -81,9 +81,9 @@ def test_coding_facts_match_the_table():
         assert int(freq[row]) == int(table[row, token]) and int(total[row]) == int(table[row].sum())
 
 
-def test_ac_codes_within_a_few_bytes_a_chunk_of_the_models_ideal(tiny):
+def test_plain_ac_codes_within_a_few_bytes_a_chunk_of_the_models_ideal(tiny):
     data = ("It was the best of times, it was the worst of times. " * 12).encode()
-    compressor = Compressor(**AC, context=64, batch=4)
+    compressor = Compressor(**dict(AC, backend="ac-plain"), context=64, batch=4)
     archive = compressor.pack(data)
     chunks = compressor.chunks_of(data, tiny)
     ideal = sum(score_chunks(tiny, chunks, 4, engine=engine_for(tiny, "auto")).bits) / 8
@@ -93,26 +93,37 @@ def test_ac_codes_within_a_few_bytes_a_chunk_of_the_models_ideal(tiny):
     assert Decompressor().decompress(container.write(archive)) == data
 
 
+def test_mixing_codes_what_the_chunk_repeats_in_fewer_bytes(tiny):
+    """The tiny model cannot predict a repeated line; the match and n-gram experts can."""
+    line = b"zq7 Xylophone-quartz 93 &jw; "
+    data = line * 30
+    mixed, plain = (len(Compressor(**dict(AC, backend=name), context=400).compress(data)) for name in ("ac", "ac-plain"))
+    assert mixed < 0.6 * plain
+
+
+@pytest.mark.parametrize("backend", ["ac", "ac-plain"])
 @pytest.mark.parametrize("batch", [1, 2, 64])
-def test_ac_unpacks_in_any_batch(tiny, batch):
+def test_ac_unpacks_in_any_batch(tiny, batch, backend):
     data = "ünïcödé \xff bytes <|im_end|> and text\n".encode("utf-8", "surrogateescape") * 9 + b"\xff\xfe\x80"
-    blob = Compressor(**AC, context=20, batch=3).compress(data)
+    blob = Compressor(**dict(AC, backend=backend), context=20, batch=3).compress(data)
     assert Decompressor(batch=batch).decompress(blob) == data
 
 
-def test_ac_escapes_ids_beyond_the_logits():
+@pytest.mark.parametrize("mixing", [True, False])
+def test_ac_escapes_ids_beyond_the_logits(mixing):
     """Ids past the logits (raw-byte tokens of vocabularies without them) take the escape; the
     coder round-trips them given logits alone, in any grouping of chunks."""
     width, id_space = 40, 40 + 256
     generator = torch.Generator().manual_seed(5)
     chunks = [torch.randint(0, id_space, (length,), generator=generator).numpy() for length in (7, 1, 12)]
     logits = [torch.randn(len(chunk), width, generator=generator) * 3 for chunk in chunks]
-    encoder = ArithmeticEncoder(len(chunks), width, id_space)
+    chunks[0][3:7] = chunks[0][:4]  # a repeat, for the mixer's experts to predict
+    encoder = ArithmeticEncoder(len(chunks), width, id_space, mixing)
     for index, chunk in enumerate(chunks):  # two positions at a time, like a packing segment
         for start in range(0, len(chunk), 2):
             encoder.observe([index], start, logits[index][None, start:start + 2], chunk[None, start:start + 2],
                             np.array([len(chunk)]))
-    decoder = ArithmeticDecoder(encoder.streams(), len(chunks), width, id_space)
+    decoder = ArithmeticDecoder(encoder.streams(), len(chunks), width, id_space, mixing)
     for position in range(12):  # all chunks side by side, as unpacking steps them
         rows = np.array([i for i, chunk in enumerate(chunks) if position < len(chunk)])
         step = torch.stack([logits[i][position] for i in rows])

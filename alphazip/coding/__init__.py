@@ -1,13 +1,13 @@
 """Token coders by the name archives record: every byte back-end's rank coder, and ``ac``."""
 
 from ..backends import backend_names
-from .arithmetic import ArithmeticCoder
+from .arithmetic import ArithmeticCoder, PlainArithmeticCoder
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .ranked import RankCoder
 
 __all__ = ["FrameDecoder", "FrameEncoder", "TokenCoder", "RankCoder", "ArithmeticCoder", "get_coder", "coder_names"]
 
-_ARITHMETIC = {ArithmeticCoder.name: ArithmeticCoder}
+_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, PlainArithmeticCoder)}
 
 
 def coder_names() -> list[str]:

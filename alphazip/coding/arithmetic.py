@@ -1,9 +1,12 @@
-"""``ac``: every token range-coded under the model's own distribution.
+"""``ac``: every token range-coded under the model's distribution, mixed with what the chunk's
+own history predicts; ``ac-plain``: under the model's distribution alone.
 
 The logits become integer frequencies (``frequencies``: exact, so the decoder rebuilds the same
 table on any machine), followed by one escape symbol of frequency 1 for ids beyond the logits
-(raw-byte tokens), each then coded uniformly among those ids. Every chunk has its own range
-coder, so unpacking still steps many chunks side by side in any batch.
+(raw-byte tokens), each then coded uniformly among those ids. With mixing (``mixing``: match
+and n-gram experts over the chunk's tokens so far), a few candidate tokens get extra frequency,
+in integers the decoder recomputes from the same history. Every chunk has its own range coder
+and its own mixer, so unpacking still steps many chunks side by side in any batch.
 
 A frame's first stream holds the chunks' codes, each but the last preceded by its length
 (varints, then the codes in chunk order); the second stream is empty.
@@ -17,6 +20,7 @@ import torch
 from ..backends import Backend, get_backend
 from ..compact import ByteReader, varint
 from ..errors import BadArchiveError
+from ..mixing import FREQ_BITS, ChunkMixer
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .frequencies import FrequencyLookup, coding_facts
 from .rangecoder import RangeDecoder, RangeEncoder
@@ -27,21 +31,50 @@ RAW_BACKEND = "brotli"  # frames packed without the model (binary data) use it
 
 class ArithmeticCoder(TokenCoder):
     name = "ac"
+    mixing = True
 
     @property
     def raw_backend(self) -> Backend:
         return get_backend(RAW_BACKEND)
 
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> "ArithmeticEncoder":
-        return ArithmeticEncoder(len(chunks), model.logits_size, model.tokenizer.id_space)
+        return ArithmeticEncoder(len(chunks), model.logits_size, model.tokenizer.id_space, self.mixing)
 
     def decoder(self, streams: list[bytes], chunk_tokens: list[int], model, top_k: int) -> "ArithmeticDecoder":
-        return ArithmeticDecoder(streams, len(chunk_tokens), model.logits_size, model.tokenizer.id_space)
+        return ArithmeticDecoder(streams, len(chunk_tokens), model.logits_size, model.tokenizer.id_space, self.mixing)
 
 
-class ArithmeticEncoder(FrameEncoder):
-    def __init__(self, chunk_count: int, width: int, id_space: int):
+class PlainArithmeticCoder(ArithmeticCoder):
+    name = "ac-plain"
+    mixing = False
+
+
+class _Chunks:
+    """What encoder and decoder share: the ids beyond the logits, and a mixer per chunk."""
+
+    def __init__(self, chunk_count: int, width: int, id_space: int, mixing: bool):
         self.width, self.beyond = width, id_space - width  # ids the escape stands for
+        self.mixers = [ChunkMixer(width) for _ in range(chunk_count)] if mixing else None
+
+    def candidates(self, chunk: int, top: int, total: int) -> list[tuple[int, int]]:
+        """(token, extra frequency) of the chunk's mixer, by token id; the mixer's weights count in
+        units where the model's table sums to 2^FREQ_BITS, ours sums to ``total``."""
+        if self.mixers is None:
+            return []
+        ids, weights = self.mixers[chunk].predictions(top)
+        extras = sorted((int(token), int(weight) * total >> FREQ_BITS) for token, weight in zip(ids, weights))
+        return [(token, extra) for token, extra in extras if extra > 0]
+
+    def learn(self, chunk: int, token: int, model_freq: int | None, total: int) -> None:
+        """Tell the chunk's mixer the coded token and the model's frequency of it (None: escaped)."""
+        if self.mixers is not None:
+            share = None if model_freq is None else (model_freq << FREQ_BITS) // total
+            self.mixers[chunk].learn(token, share)
+
+
+class ArithmeticEncoder(FrameEncoder, _Chunks):
+    def __init__(self, chunk_count: int, width: int, id_space: int, mixing: bool = True):
+        _Chunks.__init__(self, chunk_count, width, id_space, mixing)
         self.coders = [RangeEncoder() for _ in range(chunk_count)]
 
     def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
@@ -52,49 +85,98 @@ class ArithmeticEncoder(FrameEncoder):
         inside = ids < self.width
         flat = logits.reshape(-1, logits.shape[-1])[torch.from_numpy(where)]
         cums, freqs, totals = (t.tolist() for t in coding_facts(flat, torch.where(inside, ids, 0)))
+        tops = flat.argmax(1).tolist() if self.mixers is not None else [0] * len(where)
         owners = (where // tokens.shape[1]).tolist()
         for index, (token, row) in enumerate(zip(ids.tolist(), owners)):
-            coder, total = self.coders[rows[row]], totals[index] + ESCAPE
-            if token < self.width:
-                coder.encode(cums[index], freqs[index], total)
-            else:
-                coder.encode(totals[index], ESCAPE, total)
-                coder.encode(token - self.width, 1, self.beyond)
+            chunk, total = rows[row], totals[index]
+            extras = self.candidates(chunk, tops[index], total)
+            self._code(self.coders[chunk], token, cums[index], freqs[index], total, extras)
+            self.learn(chunk, token, freqs[index] if token < self.width else None, total)
+
+    def _code(self, coder: RangeEncoder, token: int, cum: int, freq: int, total: int,
+              extras: list[tuple[int, int]]) -> None:
+        """Token under the model's frequencies with ``extras`` added at their tokens, then the escape."""
+        added = sum(extra for _, extra in extras)
+        whole = total + added + ESCAPE
+        if token < self.width:
+            before = sum(extra for candidate, extra in extras if candidate < token)
+            own = sum(extra for candidate, extra in extras if candidate == token)
+            coder.encode(cum + before, freq + own, whole)
+        else:
+            coder.encode(total + added, ESCAPE, whole)
+            coder.encode(token - self.width, 1, self.beyond)
 
     def streams(self) -> list[bytes]:
         codes = [coder.finish() for coder in self.coders]
         return [b"".join(varint(len(code)) for code in codes[:-1]) + b"".join(codes), b""]
 
 
-class ArithmeticDecoder(FrameDecoder):
-    def __init__(self, streams: list[bytes], chunk_count: int, width: int, id_space: int):
+class ArithmeticDecoder(FrameDecoder, _Chunks):
+    def __init__(self, streams: list[bytes], chunk_count: int, width: int, id_space: int, mixing: bool = True):
         if streams[1]:
             raise BadArchiveError("archive is corrupt (an arithmetic-coded frame with a second stream)")
-        self.width, self.beyond = width, id_space - width
+        _Chunks.__init__(self, chunk_count, width, id_space, mixing)
         self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], chunk_count)]
 
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:
         lookup = FrequencyLookup(logits)
-        totals = [total + ESCAPE for total in lookup.totals.tolist()]
+        totals = lookup.totals.tolist()
+        tops = logits.argmax(1).tolist() if self.mixers is not None else [0] * len(rows)
+        extras = [self.candidates(chunk, tops[i], totals[i]) for i, chunk in enumerate(rows)]
+        candidates = self._with_model_frequencies(lookup, extras)
         decoders = [self.decoders[chunk] for chunk in rows]
-        found = lookup.find(list(range(len(rows))), [decoder.target(total) for decoder, total in zip(decoders, totals)])
+        wholes = [total + sum(extra for _, extra in row) + ESCAPE for total, row in zip(totals, extras)]
+        targets = [decoder.target(whole) for decoder, whole in zip(decoders, wholes)]
+        picks = [_among_candidates(target, row) for target, row in zip(targets, candidates)]
+        others = [i for i, pick in enumerate(picks) if pick[0] is None]  # the target lies between candidates
+        found = lookup.find(others, [targets[i] - picks[i][1] for i in others]) if others else ([], [], [])
+        for i, token, cum, freq in zip(others, *found):
+            picks[i] = (token, picks[i][1] + cum, freq, freq)
         tokens = np.empty(len(rows), dtype=np.int64)
-        for index, (decoder, token, cum, freq) in enumerate(zip(decoders, *found)):
+        for i, (decoder, (token, cum, freq, model_freq)) in enumerate(zip(decoders, picks)):
             if token < self.width:
                 decoder.consume(cum, freq)
+                self.learn(int(rows[i]), token, model_freq, totals[i])
             else:  # the escape: an id beyond the logits follows
-                decoder.consume(totals[index] - ESCAPE, ESCAPE)
+                decoder.consume(cum, ESCAPE)
                 if self.beyond < 1:
                     raise BadArchiveError("arithmetic-coded stream is corrupt (an escape with no ids to escape to)")
                 offset = decoder.target(self.beyond)
                 decoder.consume(offset, 1)
                 token = self.width + offset
-            tokens[index] = token
+                self.learn(int(rows[i]), token, None, totals[i])
+            tokens[i] = token
         return tokens
+
+    @staticmethod
+    def _with_model_frequencies(lookup: FrequencyLookup, extras: list[list[tuple[int, int]]]) -> list[list[tuple]]:
+        """Each row's candidates as (token, extra, the model's cum before it, its frequency), one look-up."""
+        rows = [i for i, row in enumerate(extras) for _ in row]
+        if not rows:
+            return [[] for _ in extras]
+        cums, freqs = lookup.at(rows, [token for row in extras for token, _ in row])
+        flat = iter(zip(cums, freqs))
+        return [[(token, extra, *next(flat)) for token, extra in row] for row in extras]
 
     def finish(self) -> None:
         for decoder in self.decoders:
             decoder.check_end()
+
+
+def _among_candidates(target: int, candidates: list[tuple]) -> tuple:
+    """(token, cum, freq, the model's freq) if ``target`` falls on a candidate's span; else (None,
+    the candidates' extra frequency before it): the token is then found among the others by the
+    model's frequencies alone, at ``target`` minus that. Spans follow token order: a token's cum
+    is the model's cum plus the extras of candidates before it."""
+    added = 0
+    for token, extra, model_cum, model_freq in candidates:
+        start = model_cum + added
+        if target < start:
+            break
+        if target < start + model_freq + extra:
+            return token, start, model_freq + extra, model_freq
+        added += extra
+    return None, added
 
 
 def _split_codes(stream: bytes, count: int) -> list[bytes]:

@@ -75,7 +75,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None, threads: i
             yield client
         return
     share = threads or max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.CRITICAL) as local, Client(local) as client:
         client.register_plugin(_torch_threads(share), name="alphazip-torch-threads")
         yield client

@@ -69,7 +69,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None, threads: i
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="30s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address
             raise ClusterError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client:
             yield client

@@ -15,7 +15,7 @@ Every archive must be the same bytes, and every cluster unpacks its archive to t
 measured: the bytes each frame's task sends and returns (pickled, as Dask sends them), and the
 cluster's overhead per frame (tasks that do nothing but carry a frame's bytes).
 
-    nice python scripts/measure_scale.py [--bytes 16384] [--frame-bytes 4096] [--json out.json]
+    nice python scripts/measure_scale.py [--bytes 8192] [--frame-bytes 4096] [--threads 1] [--json out.json]
 """
 
 import argparse
@@ -69,11 +69,13 @@ def measure(client, settings, data: bytes, first: bytes, model: str) -> dict:
             for address in client.scheduler_info()["workers"]]  # every worker loads the model, engine and probe
     client.gather(warm)
     load = time.perf_counter() - started
+    say("  models loaded", {"seconds": load})
     cpu, started = cpu_seconds(client), time.perf_counter()
     sink = io.BytesIO()
     scale.ClusterCompressor(client, settings).compress_stream(io.BytesIO(data), sink, None, len(data))
     pack_s, pack_cpu = time.perf_counter() - started, cpu_seconds(client) - cpu
     blob = sink.getvalue()
+    say("  packed", {"seconds": pack_s, "worker_cpu_s": pack_cpu})
     cpu, started = cpu_seconds(client), time.perf_counter()
     out = io.BytesIO()
     scale.ClusterDecompressor(client, model).decompress_stream(io.BytesIO(blob), out)
@@ -159,23 +161,20 @@ def separate_cluster(folder: Path, settings: list[str]):
                 process.kill()
 
 
-def killing_run(settings, data: bytes, model: str) -> dict:
-    """--workers 2 with the busiest worker killed once the first frame is in."""
-    from alphazip import scale
+def killing_run(client, settings, data: bytes, model: str) -> dict:
+    """A pack with the busiest worker killed (SIGKILL) once the first frame is in."""
+    pids, killed = client.run(os.getpid), []
 
-    with scale.cluster(workers=2) as client:
-        pids, killed = client.run(os.getpid), []
+    def kill(done, total):
+        if not killed:
+            processing = client.processing()
+            busy = [address for address, keys in processing.items() if keys] or list(pids)
+            killed.append({"worker": busy[0], "frames_running": len(processing.get(busy[0], ())), "after_bytes": done})
+            os.kill(pids[busy[0]], signal.SIGKILL)
 
-        def kill(done, total):
-            if not killed:
-                busy = [address for address, keys in client.processing().items() if keys] or list(pids)
-                os.kill(pids[busy[0]], signal.SIGKILL)
-                killed.append({"worker": busy[0], "frames_running": len(client.processing()[busy[0]]),
-                               "after_bytes": done})
-
-        blob, ok = round_trip(client, settings, data, model, kill, unpack=False)  # the same bytes as the others
-        client.wait_for_workers(2, timeout=300)
-        replaced = pids[killed[0]["worker"]] not in client.run(os.getpid).values()
+    blob, ok = round_trip(client, settings, data, model, kill, unpack=False)  # the same bytes as the others
+    client.wait_for_workers(2, timeout=300)
+    replaced = pids[killed[0]["worker"]] not in client.run(os.getpid).values()
     return {"blob": blob, "unpacked_ok": ok, "killed": killed[0], "replaced_by_nanny": replaced}
 
 
@@ -186,8 +185,9 @@ def say(name: str, facts: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", type=Path, default=CORPUS / "alice29.txt")
-    parser.add_argument("--bytes", type=int, default=16384)
+    parser.add_argument("--bytes", type=int, default=8192)
     parser.add_argument("--frame-bytes", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: the cores shared)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import distributed
@@ -203,31 +203,33 @@ def main() -> None:
     report = {"cpu": cpu_model(), "cores": os.cpu_count(), "input": f"{args.file.name}[:{len(data)}]",
               "frame_bytes": args.frame_bytes, "runs": {}}
     blobs = {}
-    for workers in (1, 2):
-        with scale.cluster(workers=workers) as client:
+    for workers in (2, 1):
+        with scale.cluster(workers=workers, threads=args.threads) as client:
             facts = measure(client, settings, data, first, model)
             if workers == 2:
                 report["overhead_s_per_frame"] = overhead_per_frame(client, args.frame_bytes)
         blobs[f"--workers {workers}"] = facts.pop("blob")
         report["runs"][f"--workers {workers}"] = facts
         say(f"--workers {workers}", facts)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
-                                  silence_logs=logging.CRITICAL) as local, \
-            scale.cluster(scheduler=local.scheduler_address) as client:
-        blobs["--scheduler"], ok = round_trip(client, settings, data, model)
-        report["runs"]["--scheduler"] = {"unpacked_ok": ok}
-        say("--scheduler", report["runs"]["--scheduler"])
-    with tempfile.TemporaryDirectory() as folder, separate_cluster(Path(folder), ["native", "default"]) as client:
-        blobs["mixed ISA"], ok = round_trip(client, settings, data, model)
-        capabilities = sorted(facts["capability"] for facts in client.run(worker_facts).values())
-        coded = sorted(client.run(lambda: len(scale._PLANS)).values())
-        report["runs"]["mixed ISA"] = {"unpacked_ok": ok, "capabilities": capabilities, "plans_per_worker": coded}
-        say("mixed ISA", report["runs"]["mixed ISA"])
-    killed = killing_run(settings, data, model)
-    blobs["worker killed"] = killed.pop("blob")
-    report["runs"]["worker killed"] = killed
-    say("worker killed", killed)
-    reference = blobs["--workers 1"]
+        if workers == 2:
+            with tempfile.TemporaryDirectory() as folder, separate_cluster(Path(folder), ["native", "default"]) as client:
+                blobs["mixed ISA"], ok = round_trip(client, settings, data, model)
+                capabilities = sorted(facts["capability"] for facts in client.run(worker_facts).values())
+                coded = sorted(client.run(lambda: len(scale._PLANS)).values())
+                report["runs"]["mixed ISA"] = {"unpacked_ok": ok, "capabilities": capabilities, "plans_per_worker": coded}
+                say("mixed ISA", report["runs"]["mixed ISA"])
+            with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
+                                          silence_logs=logging.CRITICAL) as local, \
+                    scale.cluster(scheduler=local.scheduler_address) as client:
+                blobs["--scheduler"], ok = round_trip(client, settings, data, model, unpack=False)
+                report["runs"]["--scheduler"] = {"unpacked_ok": ok}
+                say("--scheduler", report["runs"]["--scheduler"])
+                killed = killing_run(client, settings, data, model)
+                blobs["worker killed"] = killed.pop("blob")
+                report["runs"]["worker killed"] = killed
+                say("worker killed", killed)
+            say("identical so far", {name: blob == blobs["--workers 2"] for name, blob in blobs.items()})
+    reference = blobs["--workers 2"]
     report["archive_bytes"] = len(reference)
     report["identical"] = {name: blob == reference for name, blob in blobs.items()}
     report["bytes_moved"] = bytes_moved(settings, data, reference, model)

@@ -24,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from . import api, bench_output, limits
+from . import api, bench_output, limits, scale
 from . import bench as benchmark
 from .coding import coder_names
 from .errors import AlphazipError
@@ -57,6 +57,12 @@ UnpackBatch = Annotated[int | None, typer.Option("--batch", help="Chunks unpacke
 MemoryLimit = Annotated[str | None, typer.Option("--memlimit", "-M", help="Memory that decoding a frame may take, "
                                                  "e.g. 500M or 2G (default: 3/4 of this machine's); fewer chunks are "
                                                  "unpacked side by side to fit, and an archive that needs more is refused.")]
+Workers = Annotated[int | None, typer.Option("--workers", help="Code frames in N worker processes on this machine "
+                                             "(a Dask LocalCluster; -T is then each one's threads). The archive is "
+                                             "the same bytes.")]
+Scheduler = Annotated[str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Code frames on the running "
+                                               "Dask cluster at ADDRESS (tcp://host:8786); its workers load the "
+                                               "model themselves. The archive is the same bytes.")]
 
 
 class UsageError(AlphazipError):
@@ -67,12 +73,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program stands so that the same cleanup as Ctrl-C's runs."""
 
 
-def _decompressor(model: str | None, batch: int | None, memory_limit: str | None = None) -> api.Decompressor:
+def _decompressor(model: str | None, batch: int | None, memory_limit: str | None = None, client=None):
     try:
         limit = limits.parse_size(memory_limit) if memory_limit is not None else None
+        if client is not None:
+            return scale.ClusterDecompressor(client, model, batch, limit)
         return api.Decompressor(model, batch=batch, memory_limit=limit)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+@contextmanager
+def _cluster(workers: int | None, scheduler: str | None, threads: int):
+    """The Dask client of --workers or --scheduler (None without them), as ``scale.cluster``."""
+    try:
+        scale.check_options(workers, scheduler)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with scale.cluster(workers, scheduler, threads) as client:
+        yield client
 
 
 @app.command()
@@ -101,16 +120,17 @@ def pack(
     verify: Annotated[bool, typer.Option("--verify", help="Unpack the archive and compare it with the input before "
                                          "keeping it (about twice the time); with -c it is held in a temporary file "
                                          "until verified.")] = False,
+    workers: Workers = None, scheduler: Scheduler = None,
 ):
     """Pack each FILE into FILE.az, loading the model once for all."""
-    with _errors_to_exit(), api.torch_threads(threads):
+    with _errors_to_exit(), api.torch_threads(threads), _cluster(workers, scheduler, threads) as client:
         settings = _settings(backend=backend, model=model, top_k=top_k, context=context, batch=batch, dtype=dtype,
                              mode=mode, engine=engine, frame_bytes=frame_size)
         run = _Run(files, recursive, output, stdout, verbose)
         if model in BUILTIN_MODELS and is_cached(model):  # a damaged cache is fetched anew, saying so here
             pull(model, log=lambda message: typer.echo(f"alphazip: {message}", err=True))
-        compressor = api.Compressor(settings)
-        checker = api.Decompressor(model) if verify else None  # --verify's, sharing the loaded model
+        compressor = scale.ClusterCompressor(client, settings) if client else api.Compressor(settings)
+        checker = _decompressor(model, None, client=client) if verify else None  # --verify's, sharing the loaded model
 
         def pack_one(file: str) -> tuple[int, int]:
             target = _target(file, output, stdout, lambda name: name + SUFFIX)
@@ -128,10 +148,11 @@ def unpack(
     files: Archives, output: Output = None, stdout: Stdout = False, force: Force = False,
     quiet: Quiet = False, verbose: Verbose = False, recursive: RecurseArchives = False, model: ModelOption = None,
     threads: Threads = 0, batch: UnpackBatch = None, memlimit: MemoryLimit = None,
+    workers: Workers = None, scheduler: Scheduler = None,
 ):
     """Unpack each FILE.az into FILE, loading each model once for all."""
-    with _errors_to_exit(), api.torch_threads(threads):
-        decompressor = _decompressor(model, batch, memlimit)
+    with _errors_to_exit(), api.torch_threads(threads), _cluster(workers, scheduler, threads) as client:
+        decompressor = _decompressor(model, batch, memlimit, client)
         run = _Run(files, recursive, output, stdout, verbose)
 
         def unpack_one(file: str) -> tuple[int, int]:
@@ -149,11 +170,11 @@ def test(
     files: Annotated[list[str], typer.Argument(metavar="FILE", help="Archives to verify, or - alone for standard "
                                                "input.")],
     quiet: Quiet = False, recursive: RecurseArchives = False, model: ModelOption = None, threads: Threads = 0,
-    batch: UnpackBatch = None, memlimit: MemoryLimit = None,
+    batch: UnpackBatch = None, memlimit: MemoryLimit = None, workers: Workers = None, scheduler: Scheduler = None,
 ):
     """Verify archives completely, like gzip -t; writes nothing."""
-    with _errors_to_exit(), api.torch_threads(threads):
-        decompressor = _decompressor(model, batch, memlimit)
+    with _errors_to_exit(), api.torch_threads(threads), _cluster(workers, scheduler, threads) as client:
+        decompressor = _decompressor(model, batch, memlimit, client)
         run = _Run(files, recursive)
 
         def test_one(file: str) -> None:

@@ -304,7 +304,7 @@ def _unpack_frame(options: tuple, header: Header, frame: Frame, index: int) -> b
     decompressor = api.Decompressor(model_option, batch=batch, memory_limit=memory_limit)
     if frame.mode == "raw":
         limits.check_raw_frame(frame.size, decompressor.memory_limit)
-        data = api._backend_of(header).decode(frame.streams[0], 256, frame.size).tobytes()
+        data = api._coder_of(header).raw_backend.decode(frame.streams[0], 256, frame.size).tobytes()
         if frame.crc is not None and zlib.crc32(data) != frame.crc:
             raise ChecksumError(f"frame {index} fails its CRC-32")
     else:

@@ -139,6 +139,8 @@ MATCH_LENGTHS = (12, 4)  # context lengths of the match models, longest first
 ORDERS = (1, 2, 3, 4)  # n-gram orders
 MATCH_BUCKETS = 21
 NGRAM_BUCKETS = 10
+# Each expert adds at most its heaviest weight, 2**(FREQ_BITS + LOG2_MAX), to a table.
+assert (len(MATCH_LENGTHS) + len(ORDERS) << FREQ_BITS + LOG2_MAX) + (1 << FREQ_BITS) <= MAX_TOTAL
 
 # Initial table indices (in steps, see STEPS) of each expert's weight by context class and by
 # whether the candidate is the model's own top token, [bucket][top], before the chunk teaches

@@ -99,7 +99,7 @@ def _fit_features(ids, log2p, chunks, tops):
     return np.array(probs), np.array(rows).reshape(-1, 4)
 
 
-def fit(dumps: list[str], penalty: float = 4.0, steps: int = 300) -> None:
+def fit(dumps: list[str], penalty: float = 0.5, steps: int = 300) -> None:
     """Print the prior tables that minimise the dumps' code length (bits + penalty)."""
     import torch  # only here: the mixer itself needs no torch
     experts = len(mixing.MATCH_LENGTHS) + len(mixing.ORDERS)

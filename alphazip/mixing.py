@@ -143,10 +143,26 @@ NGRAM_BUCKETS = 10
 assert (len(MATCH_LENGTHS) + len(ORDERS) << FREQ_BITS + LOG2_MAX) + (1 << FREQ_BITS) <= MAX_TOTAL
 
 # Initial table indices (in steps, see STEPS) of each expert's weight by context class and by
-# whether the candidate is the model's own top token, [bucket][top], before the chunk teaches
-# anything. See scripts/measure_mixing.py --fit.
-PRIOR_MATCH = [[[96, 96]] * MATCH_BUCKETS for _ in MATCH_LENGTHS]
-PRIOR_NGRAM = [[[64, 64]] * NGRAM_BUCKETS for _ in ORDERS]
+# whether the candidate is the model's own top token, [bucket][not top, top], before the chunk
+# teaches anything: 96 is 1/64 of the model's weight, 160 a quarter, 256 sixteen times. Fitted by
+# scripts/measure_mixing.py --fit to the default model's dumps of alice29.txt, asyoulik.txt and
+# html at 1,024-token chunks; cells no dump reached keep 96.
+PRIOR_MATCH = [
+    # context 12
+    [[96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [96, 96], [100, 172], [112, 104], [94, 109], [102, 99], [187, 175], [179, 99], [171, 207], [135, 155], [96, 96]],
+    # context 4
+    [[96, 96], [96, 96], [96, 96], [96, 96], [75, 102], [126, 104], [107, 101], [89, 95], [124, 97], [135, 98], [122, 99], [121, 104], [104, 99], [113, 102], [95, 108], [103, 97], [100, 99], [97, 209], [171, 97], [135, 155], [96, 96]],
+]
+PRIOR_NGRAM = [
+    # order 1
+    [[96, 96], [81, 122], [86, 83], [134, 163], [97, 91], [140, 165], [98, 99], [156, 164], [92, 90], [125, 203]],
+    # order 2
+    [[96, 96], [95, 145], [98, 106], [134, 169], [97, 101], [133, 182], [98, 133], [137, 200], [70, 168], [100, 166]],
+    # order 3
+    [[96, 96], [106, 127], [112, 94], [151, 102], [95, 103], [109, 100], [114, 116], [104, 103], [99, 94], [98, 217]],
+    # order 4
+    [[96, 96], [88, 150], [121, 92], [100, 183], [101, 97], [100, 99], [101, 98], [104, 101], [99, 94], [96, 96]],
+]
 
 
 class ChunkMixer:

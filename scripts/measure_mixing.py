@@ -128,8 +128,14 @@ def fit(dumps: list[str], penalty: float = 0.5, steps: int = 300) -> None:
     index = torch.round((log2w.detach() - mixing.LOG2_MIN) * mixing.STEPS).long().reshape(experts, buckets, 2)
     tables = [index[e, :mixing.MATCH_BUCKETS if e < len(mixing.MATCH_LENGTHS) else mixing.NGRAM_BUCKETS]
               .tolist() for e in range(experts)]
-    print("PRIOR_MATCH =", tables[:len(mixing.MATCH_LENGTHS)])
-    print("PRIOR_NGRAM =", tables[len(mixing.MATCH_LENGTHS):])
+    matches = len(mixing.MATCH_LENGTHS)
+    for name, rows, labels in (("PRIOR_MATCH", tables[:matches], mixing.MATCH_LENGTHS),
+                               ("PRIOR_NGRAM", tables[matches:], mixing.ORDERS)):
+        print(f"{name} = [")
+        for row, label in zip(rows, labels):
+            print(f"    # {'context' if name == 'PRIOR_MATCH' else 'order'} {label}")
+            print(f"    {row},")
+        print("]")
 
 
 def main() -> None:

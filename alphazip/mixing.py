@@ -106,31 +106,35 @@ class NGramModel:
     def __init__(self, order: int):
         self.order = order
         self._table: dict[tuple, dict[int, int]] = {}
+        self._seen: dict[tuple, int] = {}  # the sum of each context's counts
 
-    def followers(self, history: list[int]) -> dict[int, int] | None:
-        """Counts of each token seen after the history's last ``order`` tokens, or None."""
+    def followers(self, history: list[int]) -> tuple[dict[int, int], int] | None:
+        """Counts of each token seen after the history's last ``order`` tokens and their sum."""
         if len(history) < self.order:
             return None
-        return self._table.get(tuple(history[len(history) - self.order:]))
+        context = tuple(history[len(history) - self.order:])
+        counts = self._table.get(context)
+        return None if counts is None else (counts, self._seen[context])
 
     def update(self, history: list[int]) -> None:
         """Count ``history[-1]`` after the ``order`` tokens before it."""
         n = len(history)
         if n <= self.order:
             return
-        counts = self._table.setdefault(tuple(history[n - 1 - self.order:n - 1]), {})
+        context = tuple(history[n - 1 - self.order:n - 1])
+        counts = self._table.setdefault(context, {})
         token = history[-1]
         counts[token] = counts.get(token, 0) + 1
         if len(counts) > self.FOLLOWERS:  # halve, and forget what falls to zero
-            for key in list(counts):
-                counts[key] >>= 1
-                if not counts[key]:
-                    del counts[key]
+            counts = {key: count >> 1 for key, count in counts.items() if count > 1}
+            self._table[context] = counts
+            self._seen[context] = sum(counts.values())
+        else:
+            self._seen[context] = self._seen.get(context, 0) + 1
 
     @staticmethod
-    def bucket(counts: dict[int, int]) -> int:
+    def bucket(counts: dict[int, int], seen: int) -> int:
         """Context class: how often the context was seen (1, 2, 3, 4-7, 8+), one follower or more."""
-        seen = sum(counts.values())
         level = seen - 1 if seen < 4 else 3 if seen < 8 else 4
         return 2 * level + (len(counts) == 1)
 
@@ -183,14 +187,14 @@ class ChunkMixer:
         self._freqs: np.ndarray | None = None
 
     def experts(self):
-        """(expert, bucket, {token: count}) of each expert that predicts something."""
+        """(expert, bucket, {token: count}, sum of counts) of each expert that predicts."""
         for expert, match in enumerate(self._matches):
             if match.pointer >= 0:
-                yield expert, match.bucket(), {self._history[match.pointer]: 1}
+                yield expert, match.bucket(), {self._history[match.pointer]: 1}, 1
         for expert, ngram in enumerate(self._ngrams, len(self._matches)):
-            counts = ngram.followers(self._history)
-            if counts:
-                yield expert, NGramModel.bucket(counts), counts
+            found = ngram.followers(self._history)
+            if found:
+                yield expert, NGramModel.bucket(*found), *found
 
     def _planned(self, top: int | None):
         # Per table cell used: the cell, its integer addition to each token, and their sum.
@@ -198,8 +202,7 @@ class ChunkMixer:
         # already ranks first needs a different boost from one it does not.
         if self._plan is None:
             self._plan = []
-            for expert, bucket, counts in self.experts():
-                seen = sum(counts.values())
+            for expert, bucket, counts, seen in self.experts():
                 cell = self._theta[expert][bucket]
                 for is_top in (0, 1):
                     index = min(max(cell[is_top] + self._shared[expert], 0), _TOP)

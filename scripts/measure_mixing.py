@@ -9,7 +9,8 @@ differ on near-ties, rarely). A dump (.npz) holds per token ``ids``,
 chunk, as the coder does. Escaped tokens cost the same either way and are left out of both sums.
 
     python scripts/measure_mixing.py /tmp/dumps/alice29.txt.npz:152089 /tmp/dumps/html.npz:102400
-    python scripts/measure_mixing.py --speed        # microseconds per token of mix_rows, B=1 and 16
+    python scripts/measure_mixing.py --speed [A.npz:N]  # microseconds per token, B=1 and 16, on
+                                                         # A's first 16 chunks (or random repeats)
     python scripts/measure_mixing.py --fit A.npz:N B.npz:M ...  # the prior tables, printed
 
 The priors are the weights that minimise the code length over the dumps given, with a penalty
@@ -65,21 +66,31 @@ def report(dumps: list[str]) -> None:
               f"{mixed / int(size):>11.4f}{(mixed / alone - 1) * 100:>8.2f}%", flush=True)
 
 
-def speed(batch: int, steps: int = 400, seed: int = 0) -> float:
-    """Microseconds per token of mix_rows and update on a repetitive random history."""
-    rng = np.random.default_rng(seed)
-    phrase = rng.integers(0, WIDTH, 50)
-    tokens = np.where(rng.random((batch, steps)) < 0.7, np.resize(phrase, steps),
-                      rng.integers(0, WIDTH, (batch, steps)))
+def speed(batch: int, chunks: np.ndarray) -> float:
+    """CPU microseconds per token of mix_rows and update, ``batch`` of ``chunks`` [n, steps] at once
+    (CPU time: the machine may be shared)."""
     freqs = np.full((batch, WIDTH), (1 << FREQ_BITS) // WIDTH, np.int64)
     freqs[:, 0] += (1 << FREQ_BITS) - freqs[0].sum()
-    mixers = [ChunkMixer(WIDTH) for _ in range(batch)]
-    start = time.perf_counter()
-    for step in range(steps):
-        mix_rows(mixers, freqs)
-        for mixer, token in zip(mixers, tokens[:, step].tolist()):
-            mixer.update(token)
-    return (time.perf_counter() - start) / (batch * steps) * 1e6
+    start = time.process_time()
+    for group in range(0, len(chunks) - batch + 1, batch):
+        mixers = [ChunkMixer(WIDTH) for _ in range(batch)]
+        for column in chunks[group:group + batch].T.tolist():
+            mix_rows(mixers, freqs)
+            for mixer, token in zip(mixers, column):
+                mixer.update(token)
+    return (time.process_time() - start) / (len(chunks) // batch * batch * chunks.shape[1]) * 1e6
+
+
+def _chunks(spec: str | None, length: int = 1024) -> np.ndarray:
+    """The whole chunks of a dump as [n, length] (a text's own repeats), else random repeats."""
+    if spec:
+        data = np.load(spec.rsplit(":", 1)[0])
+        whole = np.nonzero(data["chunk_tokens"] == length)[0][:16]
+        return np.stack([data["ids"][data["chunk"] == c] for c in whole])
+    rng = np.random.default_rng(0)
+    phrase = rng.integers(0, WIDTH, 50)
+    return np.where(rng.random((16, length)) < 0.7, np.resize(phrase, length),
+                    rng.integers(0, WIDTH, (16, length)))
 
 
 def _fit_features(ids, log2p, chunks, tops):
@@ -90,8 +101,7 @@ def _fit_features(ids, log2p, chunks, tops):
         if i == 0 or chunks[i] != chunks[i - 1]:
             mixer = ChunkMixer(WIDTH)
         if lp > -99:
-            for expert, bucket, counts in mixer.experts():
-                seen = sum(counts.values())
+            for expert, bucket, counts, seen in mixer.experts():
                 rows += [(len(probs), (expert * buckets + bucket) * 2 + (t == top),
                           c / seen * (t == token), c / seen) for t, c in counts.items() if t < WIDTH]
             probs.append(2.0 ** lp)
@@ -149,8 +159,9 @@ def main() -> None:
     elif args.dumps:
         report(args.dumps)
     if args.speed:
+        chunks = _chunks(args.dumps[0] if args.dumps else None)
         for batch in (1, 16):
-            print(f"B={batch:<3} {speed(batch):7.1f} us per token (mix_rows + update)")
+            print(f"B={batch:<3} {speed(batch, chunks):7.1f} us per token (mix_rows + update)")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ model's integer frequencies, mixing linear in probability (Nacrith's route)::
                                            V_i: its weight, in units where the model weighs 2**24
 
 Each expert's weight is read from a table keyed by its context class (match length; how often
-the n-gram context was seen and whether it was always followed by the same token) and learned
-as the chunk is coded: a gradient step on the coded token's code length, in the log domain.
+the n-gram context was seen and whether it was always followed by the same token) and by whether
+the candidate is the model's own first choice (the argmax of its frequencies), and learned as the
+chunk is coded: a gradient step on the coded token's code length, in the log domain, for the
+cell and for an offset shared by all of the expert's cells.
 
 Everything is integer arithmetic on the chunk's history, so the decoder rebuilds every weight
 bit for bit. Cost per token is bounded (dict look-ups of fixed-length contexts, a match pointer
-advanced in place, followers per context capped): it does not grow with the history's length.
+advanced in place, followers per context capped): it rises while the experts fill in over the
+first thousand tokens, then no longer grows with the history's length.
 Settings that change the bitstream: everything in this module.
 """
 

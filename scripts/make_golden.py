@@ -66,8 +66,9 @@ def main() -> None:
         (GOLDEN / "exact-tiny-zstd-mixed.az").write_bytes(mixed_archive(EXACT_ENGINE_NAME))
         real = Compressor(backend="brotli", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
         (GOLDEN / "exact-smollm2-brotli.az").write_bytes(real)
-        real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
-        (GOLDEN / "exact-smollm2-ac.az").write_bytes(real)
+        for backend in ("ac", "ac-plain", "rank-ac"):  # the coders added with format 3
+            real = Compressor(backend=backend, context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
+            (GOLDEN / f"exact-smollm2-{backend}.az").write_bytes(real)
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

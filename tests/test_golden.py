@@ -66,7 +66,8 @@ def test_golden_archive_of_mixed_frames_decodes(tiny, version):
 
 # Default-model archives: the transformers path's (v1, bf16), two float engines' and the exact engine's.
 REAL_ARCHIVES = ["v1/smollm2-brotli.az", "v1/smollm2-engine-brotli.az", "v2/smollm2-engine-brotli.az",
-                 "v2/exact-smollm2-brotli.az", "v3/exact-smollm2-brotli.az", "v3/exact-smollm2-ac.az"]
+                 "v2/exact-smollm2-brotli.az", "v3/exact-smollm2-brotli.az", "v3/exact-smollm2-ac.az",
+                 "v3/exact-smollm2-ac-plain.az", "v3/exact-smollm2-rank-ac.az"]
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ _MIB = 1 << 20
 # What each bomb expands to: enough that holding it, or its symbols as int64, exceeds the
 # harness's 2 GiB address-space headroom; each takes a second or two to make.
 EXPANDED = {"gzip": 512 * _MIB, "xz": 512 * _MIB, "brotli": 2048 * _MIB, "zstd": 4096 * _MIB}
+RANK_AC_CLAIM = 1 << 28  # symbols a rank-ac bomb claims (the reader must refuse before allocating)
 HUFFMAN_SYMBOLS = 1 << 24  # 2 MiB of one-bit codes: seconds of pure-Python decoding
 
 
@@ -29,6 +30,8 @@ def bomb(backend: str, alphabet: int = 256) -> bytes:
     a new symbol depends on the alphabet, ``HUFFMAN_SYMBOLS`` zero symbols of ``alphabet``."""
     if backend == "huffman":
         return huffman_zeros(HUFFMAN_SYMBOLS, alphabet)
+    if backend == "rank-ac":  # its count comes first: a few coder bytes that claim 2^28 symbols
+        return forgery.leb128(RANK_AC_CLAIM) + bytes(64)
     return zeros(backend, EXPANDED[backend])
 
 

@@ -146,11 +146,12 @@ class LanguageModel:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""
         if not self.invariant(engine):
             return ""
+        built = self._engine(engine)  # an exact engine loaded from its cache comes with its probe, checked
         if engine not in self._probes:
             if self.exact(engine):
-                probe = exact.probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size, self.bos_id)
+                probe = exact.probe_fingerprint(built, self.tokenizer.vocab_size, self.bos_id)
             else:
-                probe = probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size)
+                probe = probe_fingerprint(built, self.tokenizer.vocab_size)
             self._probes[engine] = probe
         return self._probes[engine]
 

@@ -12,12 +12,12 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-import transformers
 
 from . import container, limits
 from .coding import RankCoder, TokenCoder, get_coder
@@ -450,7 +450,8 @@ def library_versions() -> dict:
 
     torch picks other kernels (another summation order) on AVX2 than on AVX-512 CPUs.
     """
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
+    # transformers' version from its metadata: importing it would cost every pack a second.
+    return {"torch": torch.__version__, "transformers": metadata.version("transformers"),
             "cpu": torch.backends.cpu.get_cpu_capability()}
 
 

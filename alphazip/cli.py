@@ -579,7 +579,7 @@ def _keep_freed_memory() -> None:
 
 def _quiet_libraries() -> None:
     # transformers draws its own progress bars and notices on stderr; ours is the only one.
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
+    # Said through the variables it reads when imported, since most commands never import it
+    # (that costs a second); a user's own setting of them wins.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

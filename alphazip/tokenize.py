@@ -10,7 +10,9 @@ coded one byte-token per byte. Losslessness therefore does not depend on the tok
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -37,11 +39,17 @@ def _gpt2_byte_to_unicode() -> dict[int, str]:
 
 
 def _byte_level_table(vocab: dict[str, int]) -> dict[int, bytes]:
-    char_to_byte = {char: byte for byte, char in _gpt2_byte_to_unicode().items()}
+    # Each alphabet character becomes the byte it stands for, as a latin-1 character; any other
+    # character is or becomes one latin-1 lacks, so a piece encodes only if it is all alphabet
+    # (one C-level pass per piece: a start-up costs 0.1 s less on a 49 k vocabulary).
+    translation = {ord(char): byte for byte, char in _gpt2_byte_to_unicode().items()}
+    translation |= {code: 0x100 for code in range(0x100) if code not in translation}
     table = {}
     for piece, token_id in vocab.items():
-        if all(char in char_to_byte for char in piece):
-            table[token_id] = bytes(char_to_byte[char] for char in piece)
+        try:
+            table[token_id] = piece.translate(translation).encode("latin-1")
+        except UnicodeEncodeError:
+            pass  # not a byte-level piece (an added token's plain text, say)
     return table
 
 
@@ -57,12 +65,22 @@ def _sentencepiece_table(vocab: dict[str, int]) -> dict[int, bytes]:
 
 
 class ByteTokenizer:
-    """Wraps a Hugging Face tokenizer so that ``decode(encode(data)) == data`` for any bytes."""
+    """Wraps a Hugging Face tokenizer so that ``decode(encode(data)) == data`` for any bytes.
 
-    def __init__(self, hf_tokenizer):
-        self.hf = hf_tokenizer
-        spec = json.loads(hf_tokenizer.backend_tokenizer.to_str())
-        vocab = hf_tokenizer.get_vocab()
+    It encodes through the ``tokenizers`` library's tokenizer (``backend``) alone, as a
+    transformers fast tokenizer does for us; the transformers tokenizer it belongs to is loaded
+    only when something needs it (its special tokens, saving a copy), since importing
+    transformers costs a process seconds (``model/resolved.py``).
+    """
+
+    def __init__(self, backend, load_hf: Callable[[], Any]):
+        self.backend = backend
+        self._load_hf = load_hf
+        # What a transformers call with no truncation or padding sets up before encoding.
+        backend.no_truncation()
+        backend.no_padding()
+        spec = json.loads(backend.to_str())
+        vocab = backend.get_vocab(with_added_tokens=True)
         special = {token["id"] for token in spec.get("added_tokens", []) if token.get("special")}
         if _uses_byte_level(spec):
             table = _byte_level_table(vocab)
@@ -87,6 +105,16 @@ class ByteTokenizer:
             if piece is not None and len(piece) == 1 and byte_ids[piece[0]] >= self.vocab_size:
                 byte_ids[piece[0]] = token_id
         return byte_ids
+
+    @classmethod
+    def from_hf(cls, hf_tokenizer) -> "ByteTokenizer":
+        """Wrap a loaded transformers fast tokenizer."""
+        return cls(hf_tokenizer.backend_tokenizer, lambda: hf_tokenizer)
+
+    @cached_property
+    def hf(self):
+        """The transformers tokenizer (loaded on first use)."""
+        return self._load_hf()
 
     def model_inputs(self, ids: np.ndarray) -> np.ndarray:
         """Ids to feed the model: raw-byte tokens replaced by a fixed stand-in it can embed."""
@@ -128,7 +156,9 @@ class ByteTokenizer:
         """
         for start in range(0, len(pieces), _PIECES_PER_CALL):
             batch = pieces[start:start + _PIECES_PER_CALL]
-            yield from self.hf(batch, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            # Special tokens' text is text here: "<|endoftext|>" in the input is coded as its characters.
+            self.backend.encode_special_tokens = True
+            yield from (encoding.ids for encoding in self.backend.encode_batch(batch, add_special_tokens=False))
 
     def _checked(self, ids: list[int], expected: bytes) -> np.ndarray:
         # Normalizers, unknown tokens or special-token parsing would change the bytes: fall back.

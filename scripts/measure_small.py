@@ -11,14 +11,15 @@ license and CPython's json/decoder.py), packed with the default settings and bro
 With --timing, the wall time of cold `alphazip pack` and `unpack` processes (model cached) on
 the first 4 KiB of alice29.txt, split into start-up and tokens: start-up is a cold run on a
 one-byte input (--mode model: load, checks, one token), the tokens the rest of the 4 KiB run.
-Medians of --repeat runs.
+Medians of --repeat runs, of wall time and of CPU time (user + system, every thread).
 
-    python scripts/measure_small.py [--timing] [--repeat 3] [--json out.json]
+    python scripts/measure_small.py [--timing] [--repeat 3] [--no-sizes] [--json out.json]
 """
 
 import argparse
 import hashlib
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,14 +76,17 @@ def _format_2_bytes(archive, chunks, model, data: bytes, versions: dict) -> int:
     return len(container.write(full, 2))
 
 
-def cold_seconds(arguments: list[str], repeat: int) -> float:
-    """Median wall time of a fresh `alphazip` process with ``arguments``."""
-    times = []
+def cold_seconds(arguments: list[str], repeat: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system, all threads) of a fresh `alphazip`
+    process with ``arguments``; the CPU time says what a busy machine's wall time hides."""
+    walls, cpus = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / "alphazip"), *arguments], check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        walls.append(time.perf_counter() - started)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def timing(repeat: int) -> dict:
@@ -91,22 +95,26 @@ def timing(repeat: int) -> dict:
         work = Path(work)
         (work / "one.txt").write_bytes(data[:1])
         (work / "four.txt").write_bytes(data)
-        results = {}
+        wall, cpu = {}, {}
         for name in ("one", "four"):
             text, packed = work / f"{name}.txt", work / f"{name}.txt.az"
-            results[f"pack_{name}"] = cold_seconds(["pack", str(text), "-f", "-q", "--mode", "model"], repeat)
-            results[f"unpack_{name}"] = cold_seconds(["unpack", str(packed), "-o", str(work / "out"), "-f", "-q"],
-                                                     repeat)
+            for direction, arguments in (("pack", ["pack", str(text), "-f", "-q", "--mode", "model"]),
+                                         ("unpack", ["unpack", str(packed), "-o", str(work / "out"), "-f", "-q"])):
+                wall[f"{direction}_{name}"], cpu[f"{direction}_{name}"] = cold_seconds(arguments, repeat)
             assert (work / "out").read_bytes() == text.read_bytes()
-    return {"pack_start_up": results["pack_one"], "pack_tokens": results["pack_four"] - results["pack_one"],
-            "unpack_start_up": results["unpack_one"], "unpack_tokens": results["unpack_four"] - results["unpack_one"],
-            "pack_total": results["pack_four"], "unpack_total": results["unpack_four"]}
+    result = {}
+    for direction in ("pack", "unpack"):
+        one, four = wall[f"{direction}_one"], wall[f"{direction}_four"]
+        result |= {f"{direction}_start_up": one, f"{direction}_tokens": four - one, f"{direction}_total": four,
+                   f"{direction}_start_up_cpu": cpu[f"{direction}_one"], f"{direction}_total_cpu": cpu[f"{direction}_four"]}
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timing", action="store_true", help="also time cold pack and unpack processes")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (the median is kept)")
+    parser.add_argument("--no-sizes", action="store_true", help="skip the sizes table (with --timing: only time)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -115,7 +123,7 @@ def main() -> None:
     report = {"machine": machine(), "files": {}}
     print("| file | tokens | archive | container | format 2's | ideal | rank entropy | brotli -11 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, path in FILES.items():
+    for name, path in FILES.items() if not args.no_sizes else ():
         row = sizes(path.read_bytes()[:SIZE])
         report["files"][name] = row
         print(f"| {name} | {row['tokens']} | {row['archive']} | {row['container']} | {row['container_format_2']} | "

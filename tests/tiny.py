@@ -86,7 +86,7 @@ def unigram_model(data: bytes, name: str = "unigram"):
     from alphazip.tokenize import ByteTokenizer
 
     tokenizer = tiny_tokenizer()
-    ids = ByteTokenizer(tokenizer).encode(data)
+    ids = ByteTokenizer.from_hf(tokenizer).encode(data)
     counts = np.bincount(ids, minlength=len(tokenizer)) + 0.01
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

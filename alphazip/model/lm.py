@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
-from . import engine_cache, exact, gemma
+from . import engine_cache, exact, gemma, resolved
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
 from .exact import EXACT_ENGINE_NAME, ExactEngine
@@ -77,17 +77,14 @@ class LanguageModel:
             digest.update(key.encode())
             digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
         network = hf_model.to(DTYPES[dtype])
-        return cls(hf_model.config, ByteTokenizer(hf_tokenizer), name, digest.hexdigest(), dtype, lambda: network)
+        return cls(hf_model.config, ByteTokenizer.from_hf(hf_tokenizer), name, digest.hexdigest(), dtype, lambda: network)
 
     @classmethod
     def load(cls, spec: str, dtype: str = "float32", log=lambda message: None) -> "LanguageModel":
         """Load a built-in model by name (fetching it on first use) or a local HF folder."""
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
         folder = resolve(spec, log)
-        hf_tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = cls(AutoConfig.from_pretrained(folder), ByteTokenizer(hf_tokenizer), spec, weights_digest(folder), dtype,
-                    lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]), keep_engine=True)
+        config, tokenizer = resolved.load(folder, LOGIT_FIELDS)  # transformers only on a folder's first load
+        model = cls(config, tokenizer, spec, weights_digest(folder), dtype, lambda: _network(folder, dtype), keep_engine=True)
         if spec in BUILTIN_MODELS:
             _remember_fingerprint(folder, model.fingerprint)
         else:
@@ -149,11 +146,12 @@ class LanguageModel:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""
         if not self.invariant(engine):
             return ""
+        built = self._engine(engine)  # an exact engine loaded from its cache comes with its probe, checked
         if engine not in self._probes:
             if self.exact(engine):
-                probe = exact.probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size, self.bos_id)
+                probe = exact.probe_fingerprint(built, self.tokenizer.vocab_size, self.bos_id)
             else:
-                probe = probe_fingerprint(self._engine(engine), self.tokenizer.vocab_size)
+                probe = probe_fingerprint(built, self.tokenizer.vocab_size)
             self._probes[engine] = probe
         return self._probes[engine]
 
@@ -198,6 +196,12 @@ class Stepper:
         if token_ids.shape[1] != 1:
             raise ValueError("the transformers path must step one token at a time")
         return self.step(token_ids[:, 0])[:, None]
+
+
+def _network(folder: Path, dtype: str) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
 
 
 def resolve(spec: str, log=lambda message: None) -> Path:
@@ -280,7 +284,9 @@ def _identity(weights_digest: str, tokenizer: ByteTokenizer, config: dict) -> st
 
 def _start_token(config, tokenizer: ByteTokenizer) -> int:
     """The id every chunk starts from: the config's BOS, else the tokenizer's, else 0."""
-    for candidate in (config.bos_token_id, tokenizer.hf.bos_token_id, tokenizer.hf.eos_token_id):
+    if isinstance(config.bos_token_id, int):
+        return config.bos_token_id  # the usual case: the transformers tokenizer is not loaded
+    for candidate in (tokenizer.hf.bos_token_id, tokenizer.hf.eos_token_id):
         if isinstance(candidate, int):
             return candidate
     return 0

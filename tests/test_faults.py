@@ -41,7 +41,7 @@ TEXT = prose(20_000)
 @pytest.fixture(scope="module")
 def archive(tiny):
     """An archive that takes the tiny model seconds to unpack, packed once for the unpack tests."""
-    return api.Compressor(model=TINY, mode="model").compress(TEXT[:6000])
+    return api.Compressor(model=TINY, mode="model").compress(TEXT * 2)
 
 
 @pytest.fixture
@@ -86,11 +86,11 @@ SIGNALS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminate
 
 @pytest.mark.parametrize("sig, code, word", SIGNALS)
 def test_interrupted_pack_leaves_nothing(tmp_path, sig, code, word):
-    (tmp_path / "in.txt").write_bytes(TEXT)
+    (tmp_path / "in.txt").write_bytes(TEXT * 10)  # long enough to be still packing when the signal comes
     child = subprocess.Popen([*CLI, "pack", "in.txt", "-q", "--mode", "model", *MODEL], cwd=tmp_path,
                              stderr=subprocess.PIPE)
     wait_for(lambda: temporaries(tmp_path) or child.poll() is not None)
-    time.sleep(1.0)
+    time.sleep(0.3)
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)
     assert child.returncode == code
@@ -103,7 +103,7 @@ def test_interrupted_unpack_leaves_nothing(tmp_path, archive, sig, code, word):
     (tmp_path / "in.txt.az").write_bytes(archive)
     child = subprocess.Popen([*CLI, "unpack", "in.txt.az", "-q", *MODEL], cwd=tmp_path, stderr=subprocess.PIPE)
     wait_for(lambda: temporaries(tmp_path) or child.poll() is not None)
-    time.sleep(1.0)
+    time.sleep(0.3)
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)
     assert child.returncode == code
@@ -116,7 +116,7 @@ def test_terminated_unpack_to_a_pipe_exits_cleanly(tmp_path, archive):
     child = subprocess.Popen([*CLI, "unpack", "in.txt.az", "-c", "-q", *MODEL], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: opened(child, tmp_path / "in.txt.az") or child.poll() is not None)
-    time.sleep(1.0)
+    time.sleep(0.3)
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=60)
     assert child.returncode == 143 and out == b"", err  # one frame: nothing was ready to be sent

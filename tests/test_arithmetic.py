@@ -109,6 +109,18 @@ def test_ac_unpacks_in_any_batch(tiny, batch, backend):
     assert Decompressor(batch=batch).decompress(blob) == data
 
 
+def test_mixing_survives_tokens_the_model_all_but_excludes():
+    """A token of frequency 1 in a table of 2^40 is a 0 share in the mixer's 2^24 units."""
+    width = 3000
+    logits = torch.zeros(40, width)
+    logits[:, 0] = 30.0  # the model is sure of token 0; the chunk repeats others
+    chunk = np.array([5, 6, 7, 8] * 10)
+    encoder = ArithmeticEncoder(1, width, width + 256)
+    encoder.observe([0], 0, logits[None], chunk[None], np.array([40]))
+    decoder = ArithmeticDecoder(encoder.streams(), 1, width, width + 256)
+    assert [int(decoder.next_tokens(np.array([0]), t, logits[t:t + 1])[0]) for t in range(40)] == chunk.tolist()
+
+
 @pytest.mark.parametrize("mixing", [True, False])
 def test_ac_escapes_ids_beyond_the_logits(mixing):
     """Ids past the logits (raw-byte tokens of vocabularies without them) take the escape; the

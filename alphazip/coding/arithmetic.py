@@ -68,7 +68,8 @@ class _Chunks:
     def learn(self, chunk: int, token: int, model_freq: int | None, total: int) -> None:
         """Tell the chunk's mixer the coded token and the model's frequency of it (None: escaped)."""
         if self.mixers is not None:
-            share = None if model_freq is None else (model_freq << FREQ_BITS) // total
+            # at least 1: the mixer divides by it (a token the model all but excluded still came)
+            share = None if model_freq is None else max(1, (model_freq << FREQ_BITS) // total)
             self.mixers[chunk].learn(token, share)
 
 

@@ -1,7 +1,8 @@
 """Small inputs: what the container costs, and how long a cold `alphazip` takes on one.
 
 For 4 KiB of each corpus text and of two files nobody here wrote (Debian's copy of the Apache
-license and CPython's json/decoder.py), packed with the default settings and brotli:
+license and CPython's json/decoder.py), packed with the default settings and brotli (and with
+ac and ac-plain, whole archives):
 
 - the archive's bytes, the container's own (archive minus its payloads), and what format 2
   would have written for the same frames;
@@ -60,7 +61,10 @@ def sizes(data: bytes) -> dict:
             "container_format_2": _format_2_bytes(archive, chunks, model, data, library_versions()) - payloads,
             "ideal": round(sum(scores.bits) / 8, 1),
             "rank_entropy": round(-(counts[counts > 0] * np.log2(probabilities)).sum() / 8, 1),
-            "brotli_11": len(brotli.compress(data, quality=11, lgwin=24)), "mode": archive.mode}
+            "brotli_11": len(brotli.compress(data, quality=11, lgwin=24)), "mode": archive.mode,
+            # the arithmetic coders, whole archives (container included), and issue 18's bound for them
+            "ac": len(Compressor(backend="ac").compress(data)), "ac_plain": len(Compressor(backend="ac-plain").compress(data)),
+            "ac_bound": round(1.05 * sum(scores.bits) / 8 + 40, 1)}
 
 
 def _format_2_bytes(archive, chunks, model, data: bytes, versions: dict) -> int:
@@ -121,13 +125,14 @@ def main() -> None:
     from alphazip.bench import machine
 
     report = {"machine": machine(), "files": {}}
-    print("| file | tokens | archive | container | format 2's | ideal | rank entropy | brotli -11 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| file | tokens | archive | container | format 2's | ideal | rank entropy | brotli -11 | ac | ac-plain | 1.05 ideal + 40 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, path in FILES.items() if not args.no_sizes else ():
         row = sizes(path.read_bytes()[:SIZE])
         report["files"][name] = row
         print(f"| {name} | {row['tokens']} | {row['archive']} | {row['container']} | {row['container_format_2']} | "
-              f"{row['ideal']} | {row['rank_entropy']} | {row['brotli_11']} |", flush=True)
+              f"{row['ideal']} | {row['rank_entropy']} | {row['brotli_11']} | {row['ac']} | {row['ac_plain']} | "
+              f"{row['ac_bound']} |", flush=True)
     if args.timing:
         report["timing"] = timing(args.repeat)
         print(json.dumps(report["timing"], indent=1))

@@ -4,6 +4,7 @@ constriction's (its range coder and categorical model, given the same integer fr
 probabilities). Both see the same logits (random, as peaked as a language model's); each codes
 ``--rows`` tokens and decodes them back, and the sizes are compared with the information.
 
+    pip install constriction   # only this script needs it
     python scripts/measure_coders.py [--rows 256] [--repeat 3] [--json out.json]
 """
 

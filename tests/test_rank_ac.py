@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alphazip.backends.serialize import count_bytes
 from alphazip.backends import rank_ac
 from alphazip.backends.rank_ac import RankACBackend
 from alphazip.errors import BadArchiveError
@@ -177,7 +178,7 @@ def test_count_mismatch(expected):
 def test_count_beyond_what_the_payload_can_hold():
     # A huge recorded count on a tiny payload is refused before anything is decoded.
     count = 10**9
-    payload = rank_ac._varint(count) + b"\x12\x34"
+    payload = count_bytes(count) + b"\x12\x34"
     with pytest.raises(BadArchiveError, match="too short"):
         BACKEND.decode(payload, 65_536, count)
 
@@ -220,7 +221,7 @@ def test_corrupt_payload_raises_only_bad_archive(data):
 @settings(max_examples=300, deadline=None)
 def test_garbage_raises_only_bad_archive(garbage, alphabet, count):
     try:
-        decoded = BACKEND.decode(rank_ac._varint(count) + garbage, alphabet, count)
+        decoded = BACKEND.decode(count_bytes(count) + garbage, alphabet, count)
     except BadArchiveError:
         return
     assert len(decoded) == count and ((decoded >= 0) & (decoded < alphabet)).all()

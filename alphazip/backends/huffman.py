@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import BadArchiveError
 from .base import Backend
+from .serialize import count_bytes, read_count
 
 _CHUNK_BYTES = 1 << 16  # bitstream bytes unpacked to a bit list at a time by the decoder
 
@@ -141,7 +142,7 @@ class HuffmanBackend(Backend):
         if array.size and (int(array.min()) < 0 or int(array.max()) >= alphabet):
             raise ValueError(f"symbols must lie in range({alphabet})")
         values = array.tolist()
-        head = _varint(len(values))
+        head = count_bytes(len(values))
         if not values:
             return head
         tree = _VitterTree(alphabet, len(values))
@@ -179,7 +180,7 @@ class HuffmanBackend(Backend):
     def decode(self, payload: bytes, alphabet: int, expected: int) -> np.ndarray:
         """Inverse of :meth:`encode`; BadArchiveError on truncation, junk, bad symbols, or a count
         other than ``expected``."""
-        count, start = _read_varint(payload)
+        count, start = read_count(payload, "huffman")
         if count != expected:
             raise BadArchiveError(f"huffman payload holds {count} symbols, not the {expected} expected")
         stream = memoryview(payload)[start:]
@@ -240,24 +241,3 @@ def _check_padding(stream: memoryview, fed: int, bits: list, pos: int) -> None:
     if fed < len(stream) or len(bits) - pos > 7 or any(bits[pos:]):
         raise BadArchiveError("huffman payload has trailing junk after the last symbol")
 
-
-def _varint(value: int) -> bytes:
-    """Unsigned LEB128 of one int: 7 bits a byte, low group first, high bit = more follows."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(data: bytes) -> tuple[int, int]:
-    """Decode the leading minimal LEB128 varint; returns (value, bytes used)."""
-    value = 0
-    for index, byte in enumerate(data[:10]):
-        value |= (byte & 0x7F) << (7 * index)
-        if not byte & 0x80:
-            if byte == 0 and index > 0:
-                raise BadArchiveError("huffman symbol count is not in minimal form")
-            return value, index + 1
-    raise BadArchiveError("huffman symbol count is truncated")

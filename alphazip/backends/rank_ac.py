@@ -47,6 +47,7 @@ import numpy as np
 
 from ..errors import BadArchiveError
 from .base import Backend
+from .serialize import count_bytes, read_count
 
 _TOP = 1 << 24  # the coder shifts a byte out whenever range falls below this
 _MASK = (1 << 32) - 1
@@ -383,17 +384,17 @@ class RankACBackend(Backend):
         if values.size and (int(values.min()) < 0 or int(values.max()) >= alphabet):
             raise ValueError(f"symbols must lie in range({alphabet})")
         if not values.size or alphabet == 1:
-            return _varint(values.size)  # nothing to decide: no coder bytes at all
+            return count_bytes(values.size)  # nothing to decide: no coder bytes at all
         model, encoder = _model_for(alphabet, values.size), _Encoder()
         code = model.code
         for symbol in values.tolist():
             code(encoder, symbol)
-        return _varint(values.size) + encoder.finish()
+        return count_bytes(values.size) + encoder.finish()
 
     def decode(self, payload: bytes, alphabet: int, expected: int) -> np.ndarray:
         """Inverse of :meth:`encode`; BadArchiveError on truncation, junk, symbols outside the
         alphabet, or a count other than ``expected``."""
-        count, start = _read_varint(payload)
+        count, start = read_count(payload, "rank-ac")
         if count != expected:
             raise BadArchiveError(f"rank-ac payload holds {count} symbols, not the {expected} expected")
         stream = memoryview(payload)[start:]
@@ -415,24 +416,3 @@ class RankACBackend(Backend):
             raise BadArchiveError(f"rank-ac symbol {int(result.max())} is outside the alphabet of {alphabet}")
         return result
 
-
-def _varint(value: int) -> bytes:
-    """Unsigned LEB128 of one int: 7 bits a byte, low group first, high bit = more follows."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(data: bytes) -> tuple[int, int]:
-    """Decode the leading minimal LEB128 varint; returns (value, bytes used)."""
-    value = 0
-    for index, byte in enumerate(data[:10]):
-        value |= (byte & 0x7F) << (7 * index)
-        if not byte & 0x80:
-            if byte == 0 and index > 0:
-                raise BadArchiveError("rank-ac symbol count is not in minimal form")
-            return value, index + 1
-    raise BadArchiveError("rank-ac symbol count is truncated")

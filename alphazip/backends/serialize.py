@@ -79,3 +79,25 @@ def leb128_decode(data: bytes) -> np.ndarray:
         has = widths > group
         values[has] |= (raw[starts[has] + group] & 0x7F).astype(np.int64) << (7 * group)
     return values
+
+
+def count_bytes(value: int) -> bytes:
+    """A payload's leading symbol count: one unsigned LEB128 varint (the Huffman and rank-ac coders)."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_count(data: bytes, coder: str) -> tuple[int, int]:
+    """The count :func:`count_bytes` wrote at the start of ``data``, in minimal form; (value, bytes used)."""
+    value = 0
+    for index, byte in enumerate(data[:10]):
+        value |= (byte & 0x7F) << (7 * index)
+        if not byte & 0x80:
+            if byte == 0 and index > 0:
+                raise BadArchiveError(f"{coder} symbol count is not in minimal form")
+            return value, index + 1
+    raise BadArchiveError(f"{coder} symbol count is truncated")

@@ -318,3 +318,43 @@ def _unpack_frame(options: tuple, header: Header, frame: Frame, index: int) -> b
     if len(data) != frame.size:
         raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
     return data
+
+
+@contextlib.contextmanager
+def mixed_isa_cluster(folder: Path, settings: list[str], wait: int = WORKER_WAIT):
+    """A client of a scheduler and one worker per instruction-set setting (``model.isa``), each a
+    process of its own started with that setting in its environment (it must be there before
+    torch is imported): a mixed cluster on one machine, to check that it writes the same bytes."""
+    import subprocess
+    import sys
+    import time
+
+    import distributed
+
+    from .model.isa import ISA_SETTINGS
+
+    scheduler_file, processes = folder / "scheduler.json", []
+    source = str(Path(__file__).resolve().parent.parent)  # workers import this checkout of alphazip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    common = ["--scheduler-file", str(scheduler_file), "--no-dashboard"]
+    commands = [(["distributed.cli.dask_scheduler", "--port", "0", *common], env)]
+    commands += [(["distributed.cli.dask_worker", "--nthreads", "1", *common], {**env, **ISA_SETTINGS[setting]})
+                 for setting in settings]
+    try:
+        for command, command_env in commands:
+            processes.append(subprocess.Popen([sys.executable, "-m", *command], env=command_env,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with distributed.Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
+            client.wait_for_workers(len(settings), timeout=wait)
+            yield client
+    finally:
+        for process in reversed(processes):  # workers first, then the scheduler
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

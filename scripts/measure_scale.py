@@ -19,14 +19,12 @@ cluster's overhead per frame (tasks that do nothing but carry a frame's bytes).
 """
 
 import argparse
-import contextlib
 import io
 import json
 import logging
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -127,40 +125,6 @@ def overhead_per_frame(client, frame_bytes: int, count: int = 200) -> float:
     return (time.perf_counter() - started) / count
 
 
-@contextlib.contextmanager
-def separate_cluster(folder: Path, settings: list[str]):
-    """A client of a scheduler and one worker per ISA setting, each its own process started with
-    the setting in its environment (before torch is imported), as on a mixed cluster."""
-    import distributed
-
-    from alphazip.model.isa import ISA_SETTINGS
-
-    scheduler_file, processes = folder / "scheduler.json", []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    common = ["--scheduler-file", str(scheduler_file), "--no-dashboard"]
-    commands = [(["distributed.cli.dask_scheduler", "--port", "0", *common], env)]
-    commands += [(["distributed.cli.dask_worker", "--nthreads", "1", *common], {**env, **ISA_SETTINGS[setting]})
-                 for setting in settings]
-    try:
-        for command, command_env in commands:
-            processes.append(subprocess.Popen([sys.executable, "-m", *command], env=command_env,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        with distributed.Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
-            client.wait_for_workers(len(settings), timeout=300)
-            yield client
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 def killing_run(client, settings, data: bytes, model: str) -> dict:
     """A pack with the busiest worker killed (SIGKILL) once the first frame is in."""
     pids, killed = client.run(os.getpid), []
@@ -212,7 +176,8 @@ def main() -> None:
         report["runs"][f"--workers {workers}"] = facts
         say(f"--workers {workers}", facts)
         if workers == 2:
-            with tempfile.TemporaryDirectory() as folder, separate_cluster(Path(folder), ["native", "default"]) as client:
+            with (tempfile.TemporaryDirectory() as folder,
+                  scale.mixed_isa_cluster(Path(folder), ["native", "default"], wait=300) as client):
                 blobs["mixed ISA"], ok = round_trip(client, settings, data, model)
                 capabilities = sorted(facts["capability"] for facts in client.run(worker_facts).values())
                 coded = sorted(client.run(lambda: len(scale._PLANS)).values())

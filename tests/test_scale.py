@@ -6,15 +6,11 @@ Workers are other processes, which cannot see the tests' model cache: the tiny m
 them as its committed folder (``--model tests/data/tiny-model``), loaded once per worker.
 """
 
-import contextlib
 import dataclasses
 import io
 import logging
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,9 +22,7 @@ from typer.testing import CliRunner
 
 from alphazip import AlphazipError, Compressor, api, scale
 from alphazip.cli import app
-from alphazip.model.isa import ISA_SETTINGS
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXT = b"".join(b"line %d: the quick brown fox, \xc3\xa9t\xc3\xa9\n" % n for n in range(300))  # 3 frames of 4 KiB
 SETTINGS = api.Settings(model=TINY, mode="model", context=16, batch=3, frame_bytes=api.MIN_FRAME_BYTES)
 PACK = ["--model", TINY, "--mode", "model", "--context", "16", "--batch", "3", "--frame-size", "4096", "-q"]
@@ -98,7 +92,7 @@ def test_a_worker_killed_mid_run_changes_nothing(expected, tiny):
 
 
 def test_workers_of_other_instruction_sets_write_the_same_archive(tmp_path, expected):
-    with _separate_cluster(tmp_path, ["native", "default"]) as client:
+    with scale.mixed_isa_cluster(tmp_path, ["native", "default"]) as client:
         capabilities = client.run(lambda: __import__("torch").backends.cpu.get_cpu_capability())
         assert len(set(capabilities.values())) == 2, capabilities  # e.g. AVX512 and DEFAULT
         assert _pack(client, SETTINGS, TEXT) == expected
@@ -138,33 +132,3 @@ def _unpack(client, blob) -> bytes:
     sink = io.BytesIO()
     scale.ClusterDecompressor(client, TINY).decompress_stream(io.BytesIO(blob), sink)
     return sink.getvalue()
-
-
-@contextlib.contextmanager
-def _separate_cluster(folder: Path, settings: list[str]):
-    """A client of a scheduler and one worker per ISA setting, each a process of its own started
-    with that setting in its environment (it must be there before torch is imported)."""
-    scheduler_file, processes = folder / "scheduler.json", []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    common = ["--scheduler-file", str(scheduler_file), "--no-dashboard"]
-    commands = [(["distributed.cli.dask_scheduler", "--port", "0", *common], env)]
-    commands += [(["distributed.cli.dask_worker", "--nthreads", "1", *common], {**env, **ISA_SETTINGS[setting]})
-                 for setting in settings]
-    try:
-        for command, command_env in commands:
-            processes.append(subprocess.Popen([sys.executable, "-m", *command], env=command_env,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        with distributed.Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
-            client.wait_for_workers(len(settings), timeout=120)
-            yield client
-    finally:
-        for process in reversed(processes):  # workers first, then the scheduler
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()

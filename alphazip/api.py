@@ -21,7 +21,7 @@ import torch
 
 from . import container, limits
 from .coding import RankCoder, TokenCoder, get_coder
-from .coding.ranked import symbolize
+from .coding.ranked import symbolize  # noqa: F401  (re-exported: bench and scripts import it from here)
 from .container import Archive, Frame, Header
 from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError,
                      UnsupportedFormatError)
@@ -276,27 +276,16 @@ class Decompressor:
         """
         reader = container.ArchiveReader(source)
         header = reader.header
-        backend = _coder_of(header).raw_backend
-        digest, done, model = hashlib.sha256(), 0, None
+        _coder_of(header)  # an archive naming a coder this build lacks fails now, even without frames
+        digest, done, loaded = hashlib.sha256(), 0, []
+
+        def model() -> LanguageModel:  # loaded and checked once, at the first model frame
+            if not loaded:
+                loaded.append(self.checked_model(header))
+            return loaded[0]
+
         for index, frame in enumerate(reader.frames()):
-            if frame.mode == "raw":
-                limits.check_raw_frame(frame.size, self.memory_limit)
-                data = backend.decode(frame.streams[0], 256, frame.size).tobytes()
-                if frame.crc is not None and zlib.crc32(data) != frame.crc:
-                    raise ChecksumError(f"frame {index} fails its CRC-32")
-            else:
-                if header.mode != "model":
-                    raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
-                _check_chunk_lengths(header, frame)
-                limits.check_model_frame(sum(frame.chunk_tokens), self.memory_limit)
-                if model is None:
-                    _check_engine_known(header)
-                    model = self.models.get(self.model_spec(header), header.dtype)
-                    _check_model(header, model)
-                data = self.decode_frame(header, frame, model, _offset(progress, done, frame.size, None),
-                                         f" of frame {index}" if index else "")
-            if len(data) != frame.size:
-                raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
+            data = self.frame_data(header, frame, index, model, _offset(progress, done, frame.size, None))
             digest.update(data)
             sink.write(data)
             done += len(data)
@@ -307,6 +296,33 @@ class Decompressor:
         if reader.original_sha256 is not None and digest.digest() != reader.original_sha256:
             raise ChecksumError("decoded data does not match the archive's SHA-256")
         return done
+
+    def frame_data(self, header: Header, frame: Frame, index: int, model: Callable[[], LanguageModel],
+                   progress: Progress | None = None) -> bytes:
+        """One frame's bytes, checked (CRC-32s, size) before anything is written: a raw frame
+        through the back-end, a model frame through ``model()``, called only for model frames."""
+        if frame.mode == "raw":
+            limits.check_raw_frame(frame.size, self.memory_limit)
+            data = _coder_of(header).raw_backend.decode(frame.streams[0], 256, frame.size).tobytes()
+            if frame.crc is not None and zlib.crc32(data) != frame.crc:
+                raise ChecksumError(f"frame {index} fails its CRC-32")
+        else:
+            if header.mode != "model":
+                raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
+            _check_chunk_lengths(header, frame)
+            limits.check_model_frame(sum(frame.chunk_tokens), self.memory_limit)
+            data = self.decode_frame(header, frame, model(), progress, f" of frame {index}" if index else "")
+        if len(data) != frame.size:
+            raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
+        return data
+
+    def checked_model(self, header: Header) -> LanguageModel:
+        """The model ``header`` names (:meth:`model_spec`), loaded, its engine, fingerprint and
+        probe checked against the archive's before anything is decoded."""
+        _check_engine_known(header)
+        model = self.models.get(self.model_spec(header), header.dtype)
+        _check_model(header, model)
+        return model
 
     def model_spec(self, header: Header) -> str:
         """Which model to load for ``header``: ``--model`` if given, else the one whose fingerprint

@@ -32,14 +32,13 @@ import logging
 import os
 import threading
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from . import api, container, limits
+from . import api, container
 from .container import Frame, Header
-from .errors import AlphazipError, BadArchiveError, ChecksumError
+from .errors import AlphazipError, ChecksumError
 from .model import BUILTIN_MODELS
 
 AHEAD_PER_WORKER = 2  # frames submitted and not yet written, per worker thread: one coding, one queued
@@ -289,12 +288,7 @@ def _worker_model(spec: str | None, header: Header):
     """The model ``header`` names, loaded once per worker and checked (fingerprint, probe):
     ``spec`` where this worker has it (a built-in name, or a folder at this path), else the
     model of that fingerprint among those the worker finds (loaded, built-in, model folders)."""
-    if spec is None or not (spec in BUILTIN_MODELS or (Path(spec).expanduser() / "config.json").is_file()):
-        spec = api.Decompressor(spec).model_spec(header)
-    api._check_engine_known(header)
-    model = api.MODELS.get(spec, header.dtype)
-    api._check_model(header, model)
-    return model
+    return api.Decompressor(spec).checked_model(header)
 
 
 def _unpack_frame(options: tuple, header: Header, frame: Frame, index: int) -> bytes:
@@ -302,22 +296,12 @@ def _unpack_frame(options: tuple, header: Header, frame: Frame, index: int) -> b
     ``Decompressor.decompress_stream`` checks each frame."""
     model_option, batch, memory_limit = options
     decompressor = api.Decompressor(model_option, batch=batch, memory_limit=memory_limit)
-    if frame.mode == "raw":
-        limits.check_raw_frame(frame.size, decompressor.memory_limit)
-        data = api._coder_of(header).raw_backend.decode(frame.streams[0], 256, frame.size).tobytes()
-        if frame.crc is not None and zlib.crc32(data) != frame.crc:
-            raise ChecksumError(f"frame {index} fails its CRC-32")
-    else:
-        if header.mode != "model":
-            raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
-        api._check_chunk_lengths(header, frame)
-        limits.check_model_frame(sum(frame.chunk_tokens), decompressor.memory_limit)
+
+    def model():
         with _LOCK:
-            model = _worker_model(model_option, header)
-        data = decompressor.decode_frame(header, frame, model, None, f" of frame {index}" if index else "")
-    if len(data) != frame.size:
-        raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
-    return data
+            return _worker_model(model_option, header)
+
+    return decompressor.frame_data(header, frame, index, model)
 
 
 @contextlib.contextmanager

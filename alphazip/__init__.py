@@ -4,7 +4,8 @@
 >>> assert alphazip.decompress(blob) == data
 """
 
-from .api import Compressor, Decompressor, Settings, compress, decompress, describe
+from .api import Compressor, Decompressor, Settings, compress, decompress
+from .report import describe
 from .errors import (AlphazipError, BadArchiveError, ChecksumError, MemoryLimitError, ModelMismatchError,
                      ModelNotFoundError, UnsupportedFormatError)
 

@@ -4,16 +4,13 @@
 model loaded, so repeated calls pay the load once.
 """
 
-import contextlib
 import hashlib
 import io
 import itertools
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -21,36 +18,21 @@ import torch
 
 from . import container, limits
 from .coding import RankCoder, TokenCoder, get_coder
-from .coding.ranked import symbolize  # noqa: F401  (re-exported: bench and scripts import it from here)
-from .container import Archive, Frame, Header
-from .errors import (AlphazipError, BadArchiveError, ChecksumError, ModelMismatchError, ModelNotFoundError,
-                     UnsupportedFormatError)
-from .model import BUILTIN_MODELS, DEFAULT_MODEL, LanguageModel
-from .model.lm import ENGINES
-from .model.registry import PREFIX_HEX, builtin_with_fingerprint, find_by_fingerprint, fingerprint_matches, model_dirs
-from .schedule import Scores, decode_chunks, encode_chunks, split_chunks
+from .container import Archive, Frame, Header  # noqa: F401  (Archive: re-exported)
+from .errors import BadArchiveError, ChecksumError
+from .layout import FRAME_BYTES, MIN_FRAME_BYTES, check_chunk_lengths, chunk_length, input_frames, marking_last
+from .lookup import MODELS, ModelCache, check_engine_known, check_model, engine_for, model_spec
+from .model import DEFAULT_MODEL, LanguageModel
+from .policy import looks_binary
+from .report import library_versions, setup_difference
+from .schedule import DEFAULT_BATCH, Scores, decode_chunks, decoding_batch, encode_chunks, split_chunks, torch_threads
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all; None where not known)
 
-DECODE_BATCH = 64  # chunks stepped together when unpacking on an invariant engine (any value decodes)
 DEFAULT_TOP_K = 65535  # above the vocabulary: escapes only for raw-byte ids (docs/results.md)
-DEFAULT_CONTEXT = 1024
-# By default an input shorter than 8 full chunks is cut into 8 shorter ones (of 128 tokens at
-# least): unpacking steps chunks side by side, so 8 chunks of 65 tokens unpack 8 x sooner than
-# one of 520 (a step costs about the same for 1 or 8 rows on a CPU).
-MIN_CHUNKS, MIN_CONTEXT = 8, 128
-DEFAULT_BATCH = 16  # 16 x 1,024 tokens: the engine's products have rows enough, its fp32 cache is 0.75 GB
 # bf16 matrix products are 1.6 x faster than fp32 on CPUs with AVX-512 BF16, but 8 x slower on
 # plain AVX2 (measured, docs/engine.md); fp32 is never slow and matches transformers' fp32 logits.
 DEFAULT_DTYPE = "float32"
-# Input bytes packed as one frame. Frames are coded independently, so memory is bounded by one
-# frame whatever the input's size; 1 MiB (about 300 k tokens of prose) is large enough that the
-# back-ends' cost of starting afresh is small (docs/engine.md, "Memory").
-FRAME_BYTES = 1 << 20
-MIN_FRAME_BYTES = 1 << 12
-# Share of bytes that are invalid UTF-8 or control characters above which data is called binary.
-BINARY_SHARE = 0.10
-BINARY_WINDOW, BINARY_WINDOWS = 1 << 16, 16  # looks_binary reads at most 16 windows of 64 KiB
 
 
 @dataclass(frozen=True)
@@ -81,32 +63,6 @@ class Settings:
                              f"not {self.frame_bytes}")
         if self.mode not in ("auto", "model", "raw"):
             raise ValueError(f"mode must be auto, model or raw, not {self.mode!r}")
-
-
-class ModelCache:
-    """Loaded models by (spec, dtype), so that a process loads each model once."""
-
-    def __init__(self):
-        self._models: dict[tuple[str, str], LanguageModel] = {}
-
-    def get(self, spec: str, dtype: str, log=lambda message: None) -> LanguageModel:
-        key = (spec, dtype)
-        if key not in self._models:
-            self._models[key] = LanguageModel.load(spec, dtype, log)
-        return self._models[key]
-
-    def add(self, model: LanguageModel) -> None:
-        """Register an already-built model (tests build tiny ones) under its name."""
-        self._models[(model.name, model.dtype)] = model
-
-    def find(self, fingerprint: str, dtype: str) -> str | None:
-        """The spec of a loaded model with ``fingerprint`` (one in ``dtype`` first), if any."""
-        matches = [key for key, model in self._models.items() if fingerprint_matches(fingerprint, model.fingerprints)]
-        matches.sort(key=lambda key: key[1] != dtype)
-        return matches[0][0] if matches else None
-
-
-MODELS = ModelCache()
 
 
 class Compressor:
@@ -140,7 +96,7 @@ class Compressor:
         first = next(pieces, b"")
         plan = self._plan(first)
         digest, done, writer, count = hashlib.sha256(), 0, None, 0
-        for piece, last in _marking_last(itertools.chain([first] if first else [], pieces)):
+        for piece, last in marking_last(itertools.chain([first] if first else [], pieces)):
             frame_scores = scores[count] if scores is not None else None
             frame = self._frame(piece, plan, _offset(progress, done, len(piece), size), frame_scores)
             if writer is None:  # the header waits for the first frame (see _header)
@@ -221,19 +177,6 @@ class Compressor:
         return Frame("model", len(piece), [len(c) for c in chunks], crcs, streams, zlib.crc32(piece))
 
 
-def _marking_last(items: Iterator) -> Iterator[tuple[object, bool]]:
-    """(item, whether it is the last one), looking one item ahead."""
-    items = iter(items)
-    current = next(items, _NOTHING)
-    while current is not _NOTHING:
-        following = next(items, _NOTHING)
-        yield current, following is _NOTHING
-        current = following
-
-
-_NOTHING = object()
-
-
 @dataclass(frozen=True)
 class _Plan:
     header: Header
@@ -309,7 +252,7 @@ class Decompressor:
         else:
             if header.mode != "model":
                 raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
-            _check_chunk_lengths(header, frame)
+            check_chunk_lengths(header, frame)
             limits.check_model_frame(sum(frame.chunk_tokens), self.memory_limit)
             data = self.decode_frame(header, frame, model(), progress, f" of frame {index}" if index else "")
         if len(data) != frame.size:
@@ -319,37 +262,15 @@ class Decompressor:
     def checked_model(self, header: Header) -> LanguageModel:
         """The model ``header`` names (:meth:`model_spec`), loaded, its engine, fingerprint and
         probe checked against the archive's before anything is decoded."""
-        _check_engine_known(header)
+        check_engine_known(header)
         model = self.models.get(self.model_spec(header), header.dtype)
-        _check_model(header, model)
+        check_model(header, model)
         return model
 
     def model_spec(self, header: Header) -> str:
         """Which model to load for ``header``: ``--model`` if given, else the one whose fingerprint
-        the archive records, among models already loaded here, the built-in models and the
-        local model folders (:func:`model_dirs`).
-
-        The name an archive records is only shown, never loaded: a stranger's archive must not
-        choose a folder of this disk to load, nor anything to fetch but a verified built-in.
-        """
-        override = self.model_override
-        if override is not None:
-            folder = Path(override).expanduser()
-            if override in BUILTIN_MODELS or (folder / "config.json").is_file() or not folder.is_dir():
-                return override  # a model: _check_model compares its fingerprint
-            found = find_by_fingerprint(header.model_fingerprint, [folder])
-            if found is None:
-                raise ModelNotFoundError(f"no model in {override} has fingerprint {header.model_fingerprint[:12]}, "
-                                         f"which the archive needs (it was packed with {_model_name(header)})")
-            return str(found)
-        fingerprint = header.model_fingerprint
-        found = self.models.find(fingerprint, header.dtype) or builtin_with_fingerprint(fingerprint)
-        found = found or find_by_fingerprint(fingerprint)
-        if found is not None:
-            return str(found)
-        places = ", ".join(map(str, model_dirs()))
-        raise ModelNotFoundError(f"archive needs {_model_name(header)} (fingerprint {fingerprint[:12]}), which is "
-                                 f"neither a built-in model nor in {places}; pass --model FOLDER")
+        the archive records (:func:`lookup.model_spec`; the name it records is never loaded)."""
+        return model_spec(header, self.models, self.model_override)
 
     def decode_frame(self, header: Header, frame: Frame, model: LanguageModel, progress: Progress | None = None,
                      where: str = "") -> bytes:
@@ -369,11 +290,11 @@ class Decompressor:
             except BadArchiveError:  # a wrong rank picked a special token: same failure
                 piece = None
             if piece is None or (frame.chunk_crcs and zlib.crc32(piece) != frame.chunk_crcs[index]):
-                raise ChecksumError(f"chunk {index} of {len(chunks)}{where} fails its CRC-32{_setup_difference(header)}")
+                raise ChecksumError(f"chunk {index} of {len(chunks)}{where} fails its CRC-32{setup_difference(header)}")
             pieces.append(piece)
         data = b"".join(pieces)
         if frame.crc is not None and zlib.crc32(data) != frame.crc:
-            raise ChecksumError(f"decoded bytes{where} fail their CRC-32{_setup_difference(header)}")
+            raise ChecksumError(f"decoded bytes{where} fail their CRC-32{setup_difference(header)}")
         return data
 
     @staticmethod
@@ -385,33 +306,6 @@ class Decompressor:
         return coder.symbols(frame.streams, frame.chunk_tokens, model, header.top_k)
 
 
-def input_frames(source: BinaryIO, frame_bytes: int) -> Iterator[bytes]:
-    """The input in pieces of about ``frame_bytes``, read as they are needed.
-
-    A piece ends after the last newline of its final quarter where there is one, so that frames
-    rarely split a line (or a UTF-8 character) and tokenize as the whole text would.
-    """
-    rest = b""
-    while True:
-        piece = rest + _read_up_to(source, frame_bytes - len(rest))
-        if len(piece) < frame_bytes:  # the source ran out
-            if piece:
-                yield piece
-            return
-        cut = piece.rfind(b"\n", frame_bytes - frame_bytes // 4) + 1 or frame_bytes
-        yield piece[:cut]
-        rest = piece[cut:]
-
-
-def _read_up_to(source: BinaryIO, size: int) -> bytes:
-    """``size`` bytes, fewer only at the end: a raw stream or socket may return short reads."""
-    pieces, wanted = [], size
-    while wanted and (piece := source.read(wanted)):
-        pieces.append(piece)
-        wanted -= len(piece)
-    return b"".join(pieces)
-
-
 def _offset(progress: Progress | None, done: int, size: int, total: int | None) -> Progress | None:
     """A frame's (tokens done, tokens in the frame) progress as bytes of the whole input."""
     if progress is None:
@@ -419,137 +313,11 @@ def _offset(progress: Progress | None, done: int, size: int, total: int | None) 
     return lambda tokens, tokens_in_frame: progress(done + size * tokens // max(tokens_in_frame, 1), total)
 
 
-def chunk_length(context: int | None, tokens: int) -> int:
-    """Tokens per chunk: ``context`` if set, else ``DEFAULT_CONTEXT`` shortened for small inputs.
-
-    A small input is cut into ``MIN_CHUNKS`` chunks of at least ``MIN_CONTEXT`` tokens, trading
-    a little ratio (less context per token) for a much quicker unpack.
-    """
-    if context is not None:
-        return context
-    return min(DEFAULT_CONTEXT, max(MIN_CONTEXT, -(-tokens // MIN_CHUNKS)))
-
-
-def looks_binary(data: bytes) -> bool:
-    """True when over ``BINARY_SHARE`` of the bytes are invalid UTF-8 or control characters.
-
-    Large inputs are judged on evenly spaced windows, so the check stays quick on 100 MB files.
-    """
-    if not data:
-        return False
-    sample = b"".join(data[start:start + BINARY_WINDOW] for start in _window_starts(len(data)))
-    text = sample.decode("utf-8", "surrogateescape")
-    odd = sum(1 for char in text if ord(char) < 32 and char not in "\t\n\r\f\v" or 0xDC80 <= ord(char) <= 0xDCFF)
-    return odd > BINARY_SHARE * len(text)
-
-
-def _window_starts(size: int) -> range:
-    if size <= BINARY_WINDOW * BINARY_WINDOWS:
-        return range(0, size, BINARY_WINDOW)
-    return range(0, size - BINARY_WINDOW + 1, (size - BINARY_WINDOW) // (BINARY_WINDOWS - 1))
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Run with ``count`` torch threads (0 = leave as is), restoring the caller's setting."""
-    previous = torch.get_num_threads()
-    if count > 0:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def library_versions() -> dict:
-    """Versions of the libraries whose kernels shape the logits, and the CPU's vector unit.
-
-    torch picks other kernels (another summation order) on AVX2 than on AVX-512 CPUs.
-    """
-    # transformers' version from its metadata: importing it would cost every pack a second.
-    return {"torch": torch.__version__, "transformers": metadata.version("transformers"),
-            "cpu": torch.backends.cpu.get_cpu_capability()}
-
-
 def _coder_of(header: Header) -> TokenCoder:
     try:
         return get_coder(header.backend)
     except ValueError:
         raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
-
-
-def _model_name(header: Header) -> str:
-    """How errors name an archive's model: format 3 records names only for the built-ins."""
-    return f"model {header.model!r}" if header.model else "a local model"
-
-
-def _check_chunk_lengths(header: Header, frame: Frame) -> None:
-    """A chunk holds at most the context the header asked for (or the default's): a longer one
-    would size a KV cache the writer never needed."""
-    longest = header.context or DEFAULT_CONTEXT
-    if any(tokens > longest for tokens in frame.chunk_tokens):
-        raise BadArchiveError(f"archive is corrupt (a chunk of {max(frame.chunk_tokens)} tokens, "
-                              f"longer than its context of {longest})")
-
-
-def _check_engine_known(header: Header) -> None:
-    if header.engine not in ENGINES:
-        raise UnsupportedFormatError(f"archive needs inference engine {header.engine!r}, which this build lacks "
-                                     f"(it has {', '.join(ENGINES)})")
-
-
-def _check_model(header: Header, model: LanguageModel) -> None:
-    if header.engine not in model.engines:
-        raise ModelMismatchError(f"archive needs inference engine {header.engine!r}; "
-                                 f"this build runs {model.name!r} on {', '.join(model.engines)}")
-    if not fingerprint_matches(header.model_fingerprint, model.fingerprints):
-        raise ModelMismatchError(
-            f"archive was packed with {_model_name(header)} (fingerprint {header.model_fingerprint[:12]}), "
-            f"not {model.name!r} ({model.fingerprint[:12]})")
-    if not _probe_matches(header.probe, model.probe(header.engine)):  # before anything is decoded or written
-        if model.exact(header.engine):  # the same on every machine: the model or the code differs
-            raise ModelMismatchError(
-                f"engine {header.engine} gives other logits here than when the archive was packed (probe "
-                f"fingerprint {model.probe(header.engine)[:12]}, archive {header.probe[:12]}): a changed model "
-                f"file or a damaged archive")
-        raise ModelMismatchError(
-            f"this machine's kernels give other logits than the packing machine's (probe fingerprint "
-            f"{model.probe(header.engine)[:12]}, archive {header.probe[:12]}){_setup_difference(header)}")
-
-
-def _probe_matches(recorded: str, probe: str) -> bool:
-    """The archive's probe (whole, or its first 16 hex digits in a compact archive) against this
-    machine's; engines without a probe have "" on both sides."""
-    if not probe:
-        return recorded == ""
-    return len(recorded) in (PREFIX_HEX, len(probe)) and probe.startswith(recorded)
-
-
-def decoding_batch(model: LanguageModel, engine: str, packed_batch: int, wanted: int | None = None) -> int:
-    """Chunks stepped together when decoding: any batch on an invariant engine (``wanted``, else
-    ``DECODE_BATCH``), else the packing one."""
-    if not model.invariant(engine):
-        return packed_batch
-    return wanted or DECODE_BATCH
-
-
-def engine_for(model: LanguageModel, choice: str) -> str:
-    """The inference path ``choice`` names for ``model`` ("auto": the model's preferred one)."""
-    if choice == "auto":
-        if not model.exact(model.engines[0]):
-            raise AlphazipError(f"the exact engine does not cover {model.name!r}, so its archives would decode only on "
-                                f"this kind of machine; pass --engine {model.engines[0]} to pack it anyway")
-        return model.engines[0]
-    if choice not in model.engines:
-        raise AlphazipError(f"engine {choice!r} does not run {model.name!r}; it runs on {', '.join(model.engines)}")
-    return choice
-
-
-def _setup_difference(header: Header) -> str:
-    here = library_versions()
-    changed = [f"{name} {header.versions[name]} -> {here[name]}" for name in here  # older archives lack "cpu"
-               if name in header.versions and header.versions[name] != here[name]]
-    return f" (packed on another setup: {', '.join(changed)})" if changed else ""
 
 
 def compress(data: bytes, backend: str = "brotli", **settings) -> bytes:
@@ -560,29 +328,3 @@ def compress(data: bytes, backend: str = "brotli", **settings) -> bytes:
 def decompress(blob: bytes, model: str | None = None) -> bytes:
     """Equivalent to ``Decompressor(model).decompress(blob)``."""
     return Decompressor(model).decompress(blob)
-
-
-def describe(blob: bytes) -> dict:
-    """What an archive holds, without decoding it: settings, chunks, sizes and ratio."""
-    archive = container.read(blob)
-    header = archive.header
-    size = archive.original_size
-    frames = archive.frames
-    facts = {"format": f"alphazip v{blob[len(container.MAGIC)]}", "mode": archive.mode, "backend": header.backend,
-             "frames": len(frames)}
-    if archive.mode != "raw":
-        facts |= {"model": header.model, "fingerprint": header.model_fingerprint, "dtype": header.dtype,
-                  "engine": header.engine, "probe": header.probe[:16] or "-", "top_k": header.top_k,
-                  # 0 asks for the default, which follows each frame's size: show the longest chunk
-                  "context": header.context or max((n for f in frames for n in f.chunk_tokens), default=0),
-                  "chunks": sum(len(f.chunk_tokens) for f in frames),
-                  "tokens": sum(sum(f.chunk_tokens) for f in frames)}
-        if header.threads or header.versions:  # what format 2 recorded; format 3 only where they decide bits
-            facts |= {"batch": header.batch, "threads": header.threads,
-                      "versions": ", ".join(f"{k} {v}" for k, v in sorted(header.versions.items())) or "-"}
-    facts |= {"original bytes": size, "archive bytes": len(blob),
-              "ratio": f"{len(blob) / size:.4f}" if size else "-",
-              "bits per byte": f"{8 * len(blob) / size:.4f}" if size else "-",
-              "check": f"sha256 {archive.original_sha256.hex()}" if archive.original_sha256 else
-                       f"crc32 {archive.frames[0].crc:08x}" if archive.frames else "-"}
-    return facts

@@ -29,8 +29,13 @@ import torch
 import zstandard
 
 from . import container
-from .api import (DEFAULT_CONTEXT, FRAME_BYTES, MODELS, Compressor, Decompressor, Settings, decoding_batch, engine_for,
-                  input_frames, library_versions, looks_binary, symbolize)
+from .api import Compressor, Decompressor, Settings
+from .coding.ranked import symbolize
+from .layout import DEFAULT_CONTEXT, FRAME_BYTES, input_frames
+from .lookup import MODELS, engine_for
+from .policy import looks_binary
+from .report import library_versions
+from .schedule import decoding_batch
 from .coding import RankCoder, get_coder
 from .coding.ranked import RankDecoder
 from .model import LanguageModel

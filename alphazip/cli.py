@@ -24,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from . import api, bench_output, limits, scale
+from . import api, bench_output, layout, limits, report, scale
 from . import bench as benchmark
 from .coding import coder_names
 from .errors import AlphazipError
@@ -192,7 +192,7 @@ def info(files: Annotated[list[str], typer.Argument(help="Archives to describe."
     with _errors_to_exit():
         for file in files:
             blob = _read_input(file)
-            for key, value in api.describe(blob).items():
+            for key, value in report.describe(blob).items():
                 typer.echo(f"{key:>18}: {value}")
 
 
@@ -201,7 +201,7 @@ def bench(
     files: Annotated[list[Path], typer.Argument(help="Files to bench.")],
     backends: Annotated[str, typer.Option(help="Comma-separated back-ends, or all.")] = "all",
     top_k: Annotated[str, typer.Option(help="Comma-separated k values.")] = str(api.DEFAULT_TOP_K),
-    context: Annotated[str, typer.Option(help="Comma-separated context lengths (tokens per chunk).")] = str(api.DEFAULT_CONTEXT),
+    context: Annotated[str, typer.Option(help="Comma-separated context lengths (tokens per chunk).")] = str(layout.DEFAULT_CONTEXT),
     model: Annotated[str, typer.Option("--model", "-m", help="Comma-separated models.")] = DEFAULT_MODEL,
     batch: Annotated[int, typer.Option(help="Chunks stepped together.")] = api.DEFAULT_BATCH,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = api.DEFAULT_DTYPE,

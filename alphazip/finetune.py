@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .api import looks_binary
+from .policy import looks_binary
 from .errors import AlphazipError
 from .model import LanguageModel
 from .model.lm import native_bf16

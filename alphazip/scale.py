@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from . import api, container
+from . import api, container, layout
 from .container import Frame, Header
 from .errors import AlphazipError, ChecksumError
 from .model import BUILTIN_MODELS
@@ -112,14 +112,14 @@ class ClusterCompressor:
                         size: int | None = None) -> tuple[int, int]:
         """Pack ``source`` into ``sink``; (input bytes, archive bytes), as ``Compressor.compress_stream``."""
         s = self.settings
-        pieces = api.input_frames(source, s.frame_bytes)
+        pieces = layout.input_frames(source, s.frame_bytes)
         first = next(pieces, b"")
         header = _run(self.client, _plan_header, s, first)  # on a worker: the client needs no model
         plan = api._Plan(header, None, header.engine)
         digest, sizes, alone = hashlib.sha256(), {}, []
 
         def calls() -> Iterator[tuple]:
-            for index, (piece, last) in enumerate(api._marking_last(itertools.chain([first] if first else [], pieces))):
+            for index, (piece, last) in enumerate(layout.marking_last(itertools.chain([first] if first else [], pieces))):
                 digest.update(piece)
                 sizes[index] = len(piece)
                 if index == 0:

@@ -6,6 +6,7 @@ a KV cache, feed the same start token and the same padding after a chunk ends, a
 dtype. Everything here is a pure function of what the archive header records.
 """
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,29 @@ from .model.lm import TRANSFORMERS_ENGINE
 from .ranks import ranks_of
 
 Progress = Callable[[int, int], None]  # called with (tokens done so far, tokens in all)
+
+DEFAULT_BATCH = 16  # chunks packed together: 16 x 1,024 tokens give the engine's products rows enough
+DECODE_BATCH = 64  # chunks stepped together when unpacking on an invariant engine (any value decodes)
+
+
+def decoding_batch(model: LanguageModel, engine: str, packed_batch: int, wanted: int | None = None) -> int:
+    """Chunks stepped together when decoding: any batch on an invariant engine (``wanted``, else
+    ``DECODE_BATCH``), else the packing one."""
+    if not model.invariant(engine):
+        return packed_batch
+    return wanted or DECODE_BATCH
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run with ``count`` torch threads (0 = leave as is), restoring the caller's setting."""
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def split_chunks(ids: np.ndarray, context: int) -> list[np.ndarray]:

@@ -38,7 +38,7 @@ def forge_cases(folder: Path, legacy: bool) -> list[dict]:
     an older checkout gets past its model check and meets each hole."""
     from alphazip import Compressor, container
 
-    from alphazip.api import MODELS
+    from alphazip.lookup import MODELS
     from alphazip.fuzz.bombs import zeros  # the fuzzing harness's own bombs, made without holding their output
 
     packer = Compressor(backend="zstd", mode="model", model=TINY, context=32, batch=2)
@@ -109,7 +109,7 @@ def sliding_window_case(folder: Path, legacy: bool) -> tuple[bytes, Path]:
     from tiny import tiny_gemma3
 
     from alphazip import Compressor, container
-    from alphazip.api import MODELS
+    from alphazip.lookup import MODELS
 
     original, edited = folder / "gemma", folder / "gemma-edited"
     network, tokenizer = tiny_gemma3(sliding_window=32)

@@ -13,10 +13,10 @@ import zlib
 from pathlib import Path
 
 from alphazip import Compressor, Decompressor, container
-from alphazip.api import MODELS, engine_for
+from alphazip.lookup import MODELS, engine_for
 from alphazip.bench import machine
 from alphazip.coding import get_coder
-from alphazip.container import Archive, Frame, Header
+from alphazip.container import Archive, Frame
 from alphazip.schedule import Scorer, encode_chunks
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alphazip import Compressor, Decompressor, ModelMismatchError, api, container
+from alphazip import Compressor, Decompressor, ModelMismatchError, api, container, schedule
 from alphazip.bench import machine, peak_memory_mib, reset_peak_memory
 from alphazip.model.lm import TRANSFORMERS_ENGINE
 from alphazip.ranks import ranks_of
@@ -71,7 +71,7 @@ def main() -> None:
     tokens = sum(map(len, chunks))
     print(f"{len(data):,} bytes, {len(frame_chunks)} frames, {tokens:,} tokens, {len(chunks)} chunks of {context} at most; "
           f"default settings: {settings.dtype}, batch {settings.batch}, engine {api.engine_for(model, 'auto')}, "
-          f"unpack batch {api.DECODE_BATCH}; {machine()}")
+          f"unpack batch {schedule.DECODE_BATCH}; {machine()}")
 
     engine = api.engine_for(model, "auto")
     # Packing is scoring plus coding: timed as the two, so that the scores (ideal bits) are kept.

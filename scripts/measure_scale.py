@@ -60,7 +60,7 @@ def cpu_seconds(client) -> float:
 
 def measure(client, settings, data: bytes, first: bytes, model: str) -> dict:
     """Load the model on every worker, then pack and unpack ``data`` once each, timed."""
-    from alphazip import api, scale
+    from alphazip import report, scale
 
     started = time.perf_counter()
     warm = [client.submit(scale._plan_header, settings, first, workers=[address], pure=False)
@@ -78,7 +78,7 @@ def measure(client, settings, data: bytes, first: bytes, model: str) -> dict:
     out = io.BytesIO()
     scale.ClusterDecompressor(client, model).decompress_stream(io.BytesIO(blob), out)
     unpack_s, unpack_cpu = time.perf_counter() - started, cpu_seconds(client) - cpu
-    tokens = api.describe(blob)["tokens"]
+    tokens = report.describe(blob)["tokens"]
     facts = client.run(worker_facts)
     return {"blob": blob, "unpacked_ok": out.getvalue() == data, "tokens": tokens, "model_load_s": load,
             "pack_s": pack_s, "pack_tok_s": tokens / pack_s, "pack_worker_cpu_s": pack_cpu,

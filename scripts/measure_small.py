@@ -43,7 +43,9 @@ SIZE = 4096
 def sizes(data: bytes) -> dict:
     """Archive, container, format-2 container, ideal, rank entropy and brotli -11 for ``data``."""
     from alphazip import Compressor, container
-    from alphazip.api import MODELS, engine_for, library_versions, symbolize
+    from alphazip.coding.ranked import symbolize
+    from alphazip.lookup import MODELS, engine_for
+    from alphazip.report import library_versions
     from alphazip.schedule import score_chunks
 
     packer = Compressor(backend="brotli")

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 import torch
 
-from alphazip.api import MODELS
+from alphazip.lookup import MODELS
 from alphazip.model.lm import INVARIANT_ENGINES
 
 

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from alphazip.api import MODELS  # noqa: E402
+from alphazip.lookup import MODELS  # noqa: E402
 
 TINY_FOLDER = Path(__file__).parent / "data" / "tiny-model"
 TINY = str(TINY_FOLDER)  # the --model value naming it

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphazip import Compressor, Decompressor, container
-from alphazip.api import MODELS, engine_for
+from alphazip.lookup import engine_for
 from alphazip.coding.arithmetic import ArithmeticDecoder, ArithmeticEncoder
 from alphazip.coding.frequencies import SCALE_BITS, FrequencyLookup, coding_facts, frequencies
 from alphazip.model import native

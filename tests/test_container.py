@@ -10,7 +10,7 @@ from tiny import tiny_model
 from alphazip import (BadArchiveError, ChecksumError, Compressor, Decompressor, ModelMismatchError,
                       UnsupportedFormatError)
 from alphazip import container
-from alphazip.api import MODELS
+from alphazip.lookup import MODELS
 
 TEXT = b"Alice was beginning to get very tired of sitting by her sister on the bank.\r\n" * 4
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphazip import BadArchiveError, Compressor, Decompressor, container, describe
-from alphazip.api import MIN_FRAME_BYTES, input_frames
+from alphazip.layout import MIN_FRAME_BYTES, input_frames
 from alphazip.cli import app
 
 SMALL = {"model": TINY, "context": 16, "batch": 3, "frame_bytes": MIN_FRAME_BYTES}

@@ -5,7 +5,7 @@ import pytest
 import torch
 from tiny import tiny_gemma3
 
-from alphazip import Compressor, Decompressor, api, container
+from alphazip import Compressor, Decompressor, container, schedule
 from alphazip.model.exact import EXACT_ENGINE_NAME
 from alphazip.model.gemma import Gemma3Engine
 from alphazip.model.lm import TRANSFORMERS_ENGINE
@@ -69,7 +69,7 @@ def test_archives_name_the_engine_and_unpack_under_any_batch(gemma_folder, monke
     blob = Compressor(model=gemma_folder, context=40, batch=3, mode="model").compress(TEXT)
     header = container.read(blob).header
     assert header.engine == EXACT_ENGINE_NAME and len(header.probe) == 16  # format 3 keeps 64 bits
-    monkeypatch.setattr(api, "DECODE_BATCH", unpack_batch)
+    monkeypatch.setattr(schedule, "DECODE_BATCH", unpack_batch)
     assert Decompressor().decompress(blob) == TEXT
 
 

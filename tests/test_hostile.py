@@ -13,7 +13,7 @@ from conftest import TINY
 
 from alphazip import (BadArchiveError, Compressor, Decompressor, MemoryLimitError, ModelNotFoundError,
                       UnsupportedFormatError, container)
-from alphazip.api import ModelCache
+from alphazip.lookup import ModelCache
 from alphazip.backends import get_backend
 from alphazip.model import lm, registry
 

@@ -7,7 +7,7 @@ from tiny import tiny_gemma3, tiny_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from alphazip import Compressor, Decompressor, api, container
+from alphazip import Compressor, Decompressor, api, container, schedule
 from alphazip.cli import app
 from alphazip.errors import ModelMismatchError
 from alphazip.model import LanguageModel
@@ -46,7 +46,7 @@ def test_payload_does_not_depend_on_the_packing_batch(dtype, pack_batch):
 @pytest.mark.parametrize("unpack_batch", [1, 7, 64])
 def test_unpacks_under_any_batch_and_thread_count(dtype, monkeypatch, threads, unpack_batch):
     blob = pack(7, dtype)
-    monkeypatch.setattr(api, "DECODE_BATCH", unpack_batch)
+    monkeypatch.setattr(schedule, "DECODE_BATCH", unpack_batch)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

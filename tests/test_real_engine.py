@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alphazip import Compressor, Decompressor, api, container
+from alphazip import Compressor, Decompressor, container, schedule
 from alphazip.model.exact import EXACT_ENGINE_NAME
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_payload_is_the_same_whatever_batch_and_threads_packed_it(packed):
 
 @pytest.mark.parametrize(("unpack_batch", "threads"), [(1, 2), (7, 1), (64, 2), (7, 8)])
 def test_unpacks_under_other_batches_and_threads(packed, monkeypatch, unpack_batch, threads):
-    monkeypatch.setattr(api, "DECODE_BATCH", unpack_batch)
+    monkeypatch.setattr(schedule, "DECODE_BATCH", unpack_batch)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -7,7 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphazip import Compressor, Decompressor, container, describe
-from alphazip.api import MODELS, chunk_length, looks_binary
+from alphazip.layout import chunk_length
+from alphazip.lookup import MODELS
+from alphazip.policy import looks_binary
 from alphazip.coding import coder_names
 
 SAMPLES = [

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 import signal
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ distributed = pytest.importorskip("distributed")
 from conftest import TINY
 from typer.testing import CliRunner
 
-from alphazip import AlphazipError, Compressor, api, scale
+from alphazip import AlphazipError, Compressor, api, report, scale
 from alphazip.cli import app
 
 TEXT = b"".join(b"line %d: the quick brown fox, \xc3\xa9t\xc3\xa9\n" % n for n in range(300))  # 3 frames of 4 KiB
@@ -57,7 +56,7 @@ def test_workers_and_a_running_cluster_write_the_same_archive(tmp_path, expected
         result = run("pack", source, "-o", tmp_path / f"{name}.az", *PACK, *option)
         assert result.exit_code == 0, result.output
         assert (tmp_path / f"{name}.az").read_bytes() == expected, name
-    assert api.describe(expected)["frames"] == 3
+    assert report.describe(expected)["frames"] == 3
     result = run("unpack", tmp_path / "two.az", "-o", tmp_path / "two.out", "--model", TINY, "-q", *targets["scheduler"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "two.out").read_bytes() == TEXT

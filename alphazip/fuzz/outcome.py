@@ -18,7 +18,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..api import Decompressor, describe
+from ..api import Decompressor
+from ..report import describe
 from ..errors import AlphazipError
 
 OUTCOMES = ("exact", "parsed", "clean", "lax", "wrong", "other", "hang", "memory", "crash")

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import container
-from ..api import MODELS, Compressor, library_versions, torch_threads
+from ..api import Compressor
 from ..backends import backend_names
 from ..container import Archive
+from ..lookup import MODELS
+from ..report import library_versions
+from ..schedule import torch_threads
 from . import forgery
 
 # The committed tiny model (2 layers, 300 tokens): model frames decode in milliseconds.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from alphazip import compact, container
+from alphazip.coding import coder_names
 from alphazip.fuzz import KINDS, Pool, Summary, make_case, outcome
 from alphazip.fuzz.bombs import huffman_zeros
 from alphazip.fuzz.format3 import CompactHeader
@@ -91,6 +92,7 @@ def test_hand_writer_matches_the_container_writer(seeds):
 
 def test_seeds_cover_every_format(seeds):
     assert {seed.version for seed in seeds.all} == {1, 2, 3}
+    assert {seed.archive.header.backend for seed in seeds.all} == set(coder_names())  # ac, ac-plain, rank-ac too
     assert len(seeds.v3) == len(seeds.v2) and all(seed.archive.frames or not seed.pieces for seed in seeds.v3)
 
 

@@ -1,4 +1,4 @@
-"""Valid archives the hostile ones start from: every back-end, both modes, formats 1, 2 and 3.
+"""Valid archives the hostile ones start from: every token coder, both modes, formats 1, 2 and 3.
 
 Seeds are packed afresh each run with the tiny test model, so they always match the reader
 under test; what they hold is fixed (``TEXT``, ``BINARY``), so a saved failure replays anywhere.
@@ -30,6 +30,10 @@ TEXT = ("Alice was beginning to get very tired of sitting by her sister on the b
 SHORT_TEXT = TEXT[:40]  # for the slower engines: lockstep through transformers takes 20 ms a token
 BINARY = bytes((index * 37 + index // 7) % 256 for index in range(160))
 ORIGINALS = (TEXT, SHORT_TEXT, BINARY, b"", TEXT + BINARY + TEXT)  # what each seed decodes to
+# Token coders that code with the model's probabilities (rank-ac: an arithmetic coder over the
+# ranks). Their archives are seeds of the blind mutations (``Seeds.all``); the lies, which build
+# payloads of their own (bombs, honest zeros), keep to the byte back-ends.
+PROBABILITY_CODERS = ("ac", "ac-plain", "rank-ac")
 # Inference paths besides the default exact one, each packed once: lockstep honours the header's
 # batch and threads, which the exact engine ignores.
 OTHER_ENGINES = ("transformers-static-step", "alphazip-llama-2")
@@ -56,8 +60,8 @@ class Seed:
 class Seeds:
     """All seeds of one run, and the subsets the case makers draw from."""
 
-    def __init__(self, seeds: list[Seed], model: str):
-        self.all, self.model = seeds, model
+    def __init__(self, seeds: list[Seed], model: str, coded: list[Seed] = ()):
+        self.all, self.model = seeds + list(coded), model  # ``coded``: only in ``all`` (PROBABILITY_CODERS)
         self.id_space = MODELS.get(model, "float32").tokenizer.id_space  # the escape stream's alphabet
         self.v2 = [seed for seed in seeds if seed.version == 2]
         self.v3 = [seed for seed in seeds if seed.version == 3]
@@ -70,7 +74,7 @@ def fuzzed_backends() -> list[str]:
     """The byte back-ends the harness packs seeds with: those it can make bombs and honest zero
     payloads of in a moment. rank-ac (36,000 bytes/s) would take half a minute a payload; its
     damaged and lying payloads are tested in tests/test_rank_ac.py, as ac's are in
-    tests/test_arithmetic.py."""
+    tests/test_arithmetic.py, and archives of both are seeds of the blind mutations."""
     return [name for name in backend_names() if name != "rank-ac"]
 
 
@@ -85,7 +89,10 @@ def build_seeds(model: str = TINY_MODEL) -> Seeds:
     seeds += [_version_2(seed, model) for seed in list(seeds)]
     seeds += [_version_1(seed) for seed in list(seeds)
               if seed.version == 2 and len(seed.pieces) == 1 and seed.name != "v2-empty-zstd"]
-    return Seeds(seeds, model)
+    with torch_threads(1):
+        coded = [_packed(f"model-{coder}", TEXT, coder, mode="model", model=model, context=32, batch=2)
+                 for coder in PROBABILITY_CODERS]
+    return Seeds(seeds, model, coded)
 
 
 def _packed_seeds(model: str) -> list[Seed]:

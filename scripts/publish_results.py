@@ -1,10 +1,12 @@
 """Produce the project's published bench results from ../shared/corpus/ (docs/bench/).
 
-Runs ``alphazip bench`` over every corpus file (text and binary) with every back-end at the
-contexts and k given, and writes docs/bench/results.{md,csv,json} and the plots, headed by the
-command, commit, date and machine that produced them. docs/results.md discusses the figures.
+Runs ``alphazip bench`` over every corpus file (text and binary), or the files given, with every
+token coder (the byte back-ends on ranks, and the arithmetic coders) at the contexts and k
+given, and writes docs/bench/results.{md,csv,json} and the plots, headed by the command,
+commit, date and machine that produced them. docs/results.md discusses the figures.
 
-    python scripts/publish_results.py                       # the published run (about an hour here)
+    python scripts/publish_results.py                       # every corpus file (hours on 2 cores)
+    python scripts/publish_results.py ../shared/corpus/{alice29.txt,asyoulik.txt,html,urls.10K}  # the texts
     python scripts/publish_results.py --quick               # a smoke run of the same pipeline
     python scripts/publish_results.py --render --out docs/bench   # re-render a saved run
 """
@@ -16,8 +18,8 @@ from pathlib import Path
 
 from alphazip import bench, bench_output
 from alphazip.api import Settings
-from alphazip.backends import backend_names
 from alphazip.cli import _quiet_libraries, progress_bar
+from alphazip.coding import coder_names
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -26,8 +28,9 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="default: every file of ../shared/corpus/")
-    parser.add_argument("--contexts", default="256,1024")
-    parser.add_argument("--top-k", default="255,65535")
+    parser.add_argument("--contexts", default="1024")
+    parser.add_argument("--top-k", default="65535")
+    parser.add_argument("--backends", default=",".join(coder_names()))
     parser.add_argument("--batch", type=int, default=Settings.batch)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--quick", action="store_true")
@@ -35,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     _quiet_libraries()
     files = args.files or sorted(p for p in CORPUS.iterdir() if p.is_file() and p.name != "README.md")
-    plan = bench.Plan(backends=tuple(backend_names()), contexts=tuple(map(int, args.contexts.split(","))),
+    plan = bench.Plan(backends=tuple(args.backends.split(",")), contexts=tuple(map(int, args.contexts.split(","))),
                       top_ks=tuple(map(int, args.top_k.split(","))), batch=args.batch, quick=args.quick)
     if args.render:  # formatting changed: re-render a saved run's figures, measure nothing
         rows, about = bench_output.load(args.out / "results.json")

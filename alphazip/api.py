@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import container, limits
-from .coding import RankCoder, TokenCoder, get_coder
+from .coding import FrameDecoder, RankCoder, TokenCoder, get_coder
 from .container import Archive, Frame, Header  # noqa: F401  (Archive: re-exported)
 from .errors import BadArchiveError, ChecksumError
 from .layout import FRAME_BYTES, MIN_FRAME_BYTES, check_chunk_lengths, chunk_length, input_frames, marking_last
@@ -234,10 +234,7 @@ class Decompressor:
             done += len(data)
             if progress:
                 progress(done, None)
-        if done != reader.original_size:
-            raise ChecksumError(f"decoded {done} bytes, not the {reader.original_size} the archive records")
-        if reader.original_sha256 is not None and digest.digest() != reader.original_sha256:
-            raise ChecksumError("decoded data does not match the archive's SHA-256")
+        check_original(reader, done, digest)
         return done
 
     def frame_data(self, header: Header, frame: Frame, index: int, model: Callable[[], LanguageModel],
@@ -250,13 +247,9 @@ class Decompressor:
             if frame.crc is not None and zlib.crc32(data) != frame.crc:
                 raise ChecksumError(f"frame {index} fails its CRC-32")
         else:
-            if header.mode != "model":
-                raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
-            check_chunk_lengths(header, frame)
-            limits.check_model_frame(sum(frame.chunk_tokens), self.memory_limit)
+            self.check_model_frame(header, frame)
             data = self.decode_frame(header, frame, model(), progress, f" of frame {index}" if index else "")
-        if len(data) != frame.size:
-            raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
+        check_frame_size(data, frame, index)
         return data
 
     def checked_model(self, header: Header) -> LanguageModel:
@@ -276,13 +269,35 @@ class Decompressor:
                      where: str = "") -> bytes:
         """Decode a model frame with ``model`` (already checked), checking every chunk's CRC-32
         (formats 1 and 2) or the frame's (format 3)."""
-        decoder = _coder_of(header).decoder(frame.streams, frame.chunk_tokens, model, header.top_k)
+        decoder = self.frame_decoder(header, frame, model)
         threads = 0 if model.invariant(header.engine) else min(header.threads, os.cpu_count() or 1)  # 0: as is
         with torch_threads(threads):
-            batch = decoding_batch(model, header.engine, header.batch, self.batch)
-            batch = limits.fitting_batch(model, header.engine, batch, max(frame.chunk_tokens, default=0),
-                                         self.memory_limit)
+            batch = self.decoding_batch(header, model, max(frame.chunk_tokens, default=0))
             chunks = decode_chunks(model, decoder, frame.chunk_tokens, batch, progress, header.engine)
+        return self.frame_bytes(header, frame, model, chunks, where)
+
+    def check_model_frame(self, header: Header, frame: Frame) -> None:
+        """What a model frame's record must satisfy before the model is even loaded."""
+        if header.mode != "model":
+            raise BadArchiveError("archive is corrupt (a model frame in a raw archive)")
+        check_chunk_lengths(header, frame)
+        limits.check_model_frame(sum(frame.chunk_tokens), self.memory_limit)
+
+    @staticmethod
+    def frame_decoder(header: Header, frame: Frame, model: LanguageModel) -> FrameDecoder:
+        """The token coder's decoder of a (checked) model frame."""
+        return _coder_of(header).decoder(frame.streams, frame.chunk_tokens, model, header.top_k)
+
+    def decoding_batch(self, header: Header, model: LanguageModel, longest: int) -> int:
+        """Chunks of up to ``longest`` tokens stepped together: as asked (or the default) on an
+        invariant engine, else as packed; fewer where the memory limit says so."""
+        batch = decoding_batch(model, header.engine, header.batch, self.batch)
+        return limits.fitting_batch(model, header.engine, batch, longest, self.memory_limit)
+
+    def frame_bytes(self, header: Header, frame: Frame, model: LanguageModel, chunks: list[np.ndarray],
+                    where: str = "") -> bytes:
+        """A model frame's decoded chunks as bytes, each chunk's CRC-32 (formats 1 and 2) or the
+        frame's (format 3) checked."""
         pieces = []
         for index, chunk in enumerate(chunks):
             try:
@@ -304,6 +319,19 @@ class Decompressor:
         if not isinstance(coder, RankCoder):
             raise ValueError(f"back-end {header.backend!r} codes no ranks")
         return coder.symbols(frame.streams, frame.chunk_tokens, model, header.top_k)
+
+
+def check_frame_size(data: bytes, frame: Frame, index: int) -> None:
+    if len(data) != frame.size:
+        raise ChecksumError(f"frame {index} decodes to {len(data)} bytes, not the {frame.size} it records")
+
+
+def check_original(reader: container.ArchiveReader, size: int, digest) -> None:
+    """The whole input's checks, once every frame was read: its size, and its SHA-256 if recorded."""
+    if size != reader.original_size:
+        raise ChecksumError(f"decoded {size} bytes, not the {reader.original_size} the archive records")
+    if reader.original_sha256 is not None and digest.digest() != reader.original_sha256:
+        raise ChecksumError("decoded data does not match the archive's SHA-256")
 
 
 def _offset(progress: Progress | None, done: int, size: int, total: int | None) -> Progress | None:

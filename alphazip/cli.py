@@ -24,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from . import api, bench_output, layout, limits, report, scale
+from . import api, bench_output, layout, limits, report, scale, together
 from . import bench as benchmark
 from .coding import coder_names
 from .errors import AlphazipError
@@ -155,14 +155,21 @@ def unpack(
         decompressor = _decompressor(model, batch, memlimit, client)
         run = _Run(files, recursive, output, stdout, verbose)
 
+        archives = run.expand(_is_archive)
+        ahead = together.Lookahead(decompressor, archives)  # small archives: several side by side
+
         def unpack_one(file: str) -> tuple[int, int]:
             target = _target(file, output, stdout, _strip_suffix)
+            if (data := ahead.take(file)) is not None:
+                with safe_output(target, force) as sink:
+                    sink.write(data)
+                return len(data), os.path.getsize(file)
             with _input(file) as source, safe_output(target, force) as sink, \
                     run.progress("unpacking", file, quiet) as progress:
                 original = decompressor.decompress_stream(source, sink, progress)
                 return original, source.tell() if source.seekable() else 0
 
-        run.each(run.expand(_is_archive), unpack_one)
+        run.each(archives, unpack_one)
 
 
 @app.command()
@@ -177,13 +184,17 @@ def test(
         decompressor = _decompressor(model, batch, memlimit, client)
         run = _Run(files, recursive)
 
+        archives = run.expand(_is_archive)
+        ahead = together.Lookahead(decompressor, archives)
+
         def test_one(file: str) -> None:
-            with _input(file) as source, progress_bar(f"testing {file}", quiet, "bytes") as progress:
-                decompressor.decompress_stream(source, _Discard(), progress)
+            if ahead.take(file) is None:
+                with _input(file) as source, progress_bar(f"testing {file}", quiet, "bytes") as progress:
+                    decompressor.decompress_stream(source, _Discard(), progress)
             if not quiet:
                 typer.echo(f"{file}: OK", err=True)
 
-        run.each(run.expand(_is_archive), test_one)
+        run.each(archives, test_one)
 
 
 @app.command()

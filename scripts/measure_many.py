@@ -5,7 +5,7 @@ four texts. Each direction is timed as one run over every file, then as one proc
 (over the first --separate files: 100 processes of each direction take a while); every unpacked
 file is compared with its original. The per-file means compare the two where the counts differ.
 
-    python scripts/measure_many.py [--files 100] [--separate 100] [--seed 0] [--json out.json]
+    python scripts/measure_many.py [--files 100] [--separate 100] [--seed 0] [--separate-only] [--json out.json]
 """
 
 import argparse
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--separate", type=int, help="files packed one process each (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--separate-only", action="store_true",
+                        help="skip the one run (its figures taken already, the same seeded files)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -61,7 +63,8 @@ def main() -> None:
         originals.mkdir()
         paths = make_files(originals, args.files, args.seed)
         result = {"files": len(paths), "bytes": sum(p.stat().st_size for p in paths), "cpu": cpu_model()}
-        for style in ("one run", "one run per file"):
+        styles = ("one run per file",) if args.separate_only else ("one run", "one run per file")
+        for style in styles:
             folder = Path(work) / style.replace(" ", "-")
             shutil.copytree(originals, folder)
             texts = sorted(folder.glob("*.txt"))

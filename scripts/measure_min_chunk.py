@@ -1,7 +1,7 @@
 """The smallest chunk a small input is cut into: archive bytes against unpack time.
 
 An input shorter than 8 full chunks is cut into 8 shorter ones, of at least ``MIN_CONTEXT``
-tokens (alphazip/api.py): shorter chunks unpack sooner (8 of them step side by side) but give
+tokens (alphazip/layout.py): shorter chunks unpack sooner (8 of them step side by side) but give
 each token less context. For slices of 2, 4 and 8 KiB of each corpus text this packs and
 unpacks with each candidate minimum, in one process with the model loaded once, and reports
 the archive's bytes and the median wall time of pack and unpack.

@@ -24,6 +24,12 @@ from alphazip.model import DEFAULT_MODEL, registry
 
 # The console script's entry point, run as a child so that it can be signalled.
 CLI = [sys.executable, "-c", "from alphazip.cli import main; main()"]
+
+
+def interruptible() -> None:
+    """A child's SIGINT as a terminal gives it: a shell script's background job (CI started with
+    ``&``) inherits SIGINT ignored, and Python then leaves it ignored, as a user's would be."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 MODEL = ["--model", TINY]
 QUICK = ["--context", "16", "--batch", "2"]  # in-process runs: a few hundred bytes code at once
 WORDS = "the of and to in is was that for it with as his on be at by had are but from or".split()
@@ -88,6 +94,7 @@ SIGNALS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminate
 def test_interrupted_pack_leaves_nothing(tmp_path, sig, code, word):
     (tmp_path / "in.txt").write_bytes(TEXT * 10)  # long enough to be still packing when the signal comes
     child = subprocess.Popen([*CLI, "pack", "in.txt", "-q", "--mode", "model", *MODEL], cwd=tmp_path,
+                             preexec_fn=interruptible,
                              stderr=subprocess.PIPE)
     wait_for(lambda: temporaries(tmp_path) or child.poll() is not None)
     time.sleep(0.3)
@@ -101,7 +108,8 @@ def test_interrupted_pack_leaves_nothing(tmp_path, sig, code, word):
 @pytest.mark.parametrize("sig, code, word", SIGNALS)
 def test_interrupted_unpack_leaves_nothing(tmp_path, archive, sig, code, word):
     (tmp_path / "in.txt.az").write_bytes(archive)
-    child = subprocess.Popen([*CLI, "unpack", "in.txt.az", "-q", *MODEL], cwd=tmp_path, stderr=subprocess.PIPE)
+    child = subprocess.Popen([*CLI, "unpack", "in.txt.az", "-q", *MODEL], cwd=tmp_path, stderr=subprocess.PIPE,
+                             preexec_fn=interruptible)
     wait_for(lambda: temporaries(tmp_path) or child.poll() is not None)
     time.sleep(0.3)
     child.send_signal(sig)

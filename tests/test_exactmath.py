@@ -55,22 +55,49 @@ def test_quantize_rows_keeps_the_largest_value_and_zero_rows():
     assert float(step[0]) == pytest.approx(2.0 / 127)
 
 
-@pytest.mark.parametrize(("rows", "depth", "cols"), [(1, 64, 8), (3, 1536, 40), (130, 2048, 16)])
-def test_both_integer_products_are_exact(rows, depth, cols):
+@pytest.mark.parametrize(("rows", "depth", "cols"), [(1, 64, 8), (3, 1536, 40), (130, 2048, 16), (7, 577, 33)])
+def test_every_integer_product_is_exact(rows, depth, cols):
     generator = torch.Generator().manual_seed(rows)
     a = torch.randint(-128, 128, (rows, depth), dtype=torch.int8, generator=generator)
     b = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator).t()
-    exact = (a.long() @ b.long()).to(torch.int32)
-    assert torch.equal(intmm._fallback_int_mm(a, b), exact)
-    assert torch.equal(intmm.int_matmul(a, b), exact)
+    for left, right in ((a, b), (torch.full_like(a, -128), torch.full_like(b, -128)), (torch.full_like(a, 127), torch.full_like(b, -127))):
+        exact = (left.long() @ right.long()).to(torch.int32)
+        assert torch.equal(intmm._fallback_int_mm(left, right), exact)
+        assert torch.equal(intmm.int_matmul(left, right), exact)
+        if native.available():
+            assert torch.equal(native.int_matmul(left, right.t().contiguous()), exact)
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_compiled_integer_product_is_exact_in_every_variant(level):
+    """The SSE2, AVX2 and AVX-512 tiles, edge tiles and zero padding (depths not a multiple of 32)."""
+    generator = torch.Generator().manual_seed(level)
+    try:
+        native._LIBRARY.alphazip_select_isa(level)
+        for rows, depth, cols in ((1, 1, 1), (5, 33, 7), (9, 576, 130), (2, 1536, 64)):
+            a = torch.randint(-128, 128, (rows, depth), dtype=torch.int8, generator=generator)
+            w = torch.randint(-128, 128, (cols, depth), dtype=torch.int8, generator=generator)
+            assert torch.equal(native.int_matmul(a, w), (a.long() @ w.long().t()).to(torch.int32))
+    finally:
+        native._LIBRARY.alphazip_select_isa(native._ISA)
 
 
 def test_int_mm_is_used_only_after_its_self_check(monkeypatch):
-    monkeypatch.setattr(intmm, "_INT_MM_OK", None)
+    monkeypatch.setattr(intmm, "_PATH", None)
     monkeypatch.setattr(torch, "_int_mm", lambda a, b: (a.int() @ b.int()) + 1)  # an overflowing build
     a = torch.ones(4, 8, dtype=torch.int8)
-    assert intmm.int_mm_path() == "float32 pieces"
+    assert intmm.int_mm_path() == ("compiled kernel" if native.available() else "float32 pieces")
     assert torch.equal(intmm.int_matmul(a, a.t()), torch.full((4, 4), 8, dtype=torch.int32))
+
+
+@pytest.mark.parametrize(("forced", "path"), [("float32", "float32 pieces"), ("kernel", "compiled kernel")])
+def test_the_integer_product_can_be_forced(monkeypatch, forced, path):
+    if path == "compiled kernel" and not native.available():
+        pytest.skip("the compiled kernels were not built")
+    monkeypatch.setattr(intmm, "_PATH", None)
+    monkeypatch.setenv("ALPHAZIP_INT_MM", forced)
+    assert intmm.int_mm_path() == path
 
 
 def test_quant_linear_is_close_to_the_float_product():

@@ -1,16 +1,20 @@
 """Matrix products on integers, exact on every CPU, and linear layers built on them.
 
 Integer sums do not depend on order, blocking, threads or instruction set, so a product of
-int8 matrices accumulated in int32 is the same everywhere. Two ways compute it:
+int8 matrices accumulated in int32 is the same everywhere. Three ways compute it, the first
+that is exact here being used:
 
 - ``torch._int_mm`` (oneDNN; VNNI or AMX where the CPU has them, 2.4 T int8 ops/s measured on
-  an AMX Xeon). On CPUs without VNNI some torch builds overflowed silently (pytorch issue
-  136746), so it is checked once per process against the other way and used only if equal.
+  an AMX Xeon). Where oneDNN lacks VNNI some builds overflow silently (pytorch issue 136746;
+  oneDNN capped at SSE4.1 still does), so it is checked once per process against the float32
+  pieces and used only if equal.
+- the compiled kernel ``_intmm.c`` (int16 multiply-adds into int32, SSE2, AVX2 or AVX-512):
+  several times faster than the float32 pieces where MKL is held to SSE.
 - float32 products of the same integer values, the inner dimension cut into pieces of at most
   ``EXACT_F32_DEPTH``: every partial sum is an integer below 2^24, exactly representable, so
   any summation order gives the same value; the pieces are added in float64, also exactly.
   This holds even where a BLAS computes float32 products in bf16 or TF32, since int8 values
-  are exact in those formats too.
+  are exact in those formats too. It needs nothing compiled.
 """
 
 import os
@@ -62,21 +66,36 @@ def _int_mm_agrees() -> bool:
         return False
 
 
-_INT_MM_OK: bool | None = None
+PATHS = ("torch._int_mm", "compiled kernel", "float32 pieces")
+_PATH: str | None = None
+
+
+def _choose_path() -> str:
+    """The first exact path here; ALPHAZIP_INT_MM=kernel or =float32 forces one (tests compare them)."""
+    forced = os.environ.get("ALPHAZIP_INT_MM")
+    if forced == "float32" or (forced == "kernel" and not native.available()):
+        return "float32 pieces"
+    if forced != "kernel" and _int_mm_agrees():
+        return "torch._int_mm"
+    return "compiled kernel" if native.available() else "float32 pieces"
 
 
 def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact ``a @ b`` of int8 matrices [M, K] x [K, N] as int32, by whichever path is exact here."""
-    global _INT_MM_OK
-    if _INT_MM_OK is None:  # ALPHAZIP_INT_MM=float32 forces the other path (tests compare the two)
-        _INT_MM_OK = os.environ.get("ALPHAZIP_INT_MM") != "float32" and _int_mm_agrees()
-    return torch._int_mm(a, b) if _INT_MM_OK else _fallback_int_mm(a, b)
+    global _PATH
+    if _PATH is None:
+        _PATH = _choose_path()
+    if _PATH == "torch._int_mm":
+        return torch._int_mm(a, b)
+    if _PATH == "compiled kernel" and a.shape[1] <= native.INT_MATMUL_DEPTH:
+        return native.int_matmul(a.contiguous(), b.t().contiguous())  # b: a weight's transpose, its rows contiguous
+    return _fallback_int_mm(a, b)
 
 
 def int_mm_path() -> str:
-    """Which integer product this process uses: "torch._int_mm" or "float32 pieces"."""
+    """Which integer product this process uses: one of PATHS."""
     int_matmul(torch.zeros(1, 1, dtype=torch.int8), torch.zeros(1, 1, dtype=torch.int8))
-    return "torch._int_mm" if _INT_MM_OK else "float32 pieces"
+    return _PATH
 
 
 class QuantLinear:

@@ -11,5 +11,7 @@ ISA_SETTINGS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
-# Forces the integer products onto float32 pieces instead of torch._int_mm (both must agree).
+# Force the integer products onto float32 pieces, or onto the compiled kernel, instead of
+# torch._int_mm (all three must agree).
 FORCE_FLOAT_PRODUCTS = {"ALPHAZIP_INT_MM": "float32"}
+FORCE_KERNEL_PRODUCTS = {"ALPHAZIP_INT_MM": "kernel"}

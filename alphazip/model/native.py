@@ -1,8 +1,9 @@
-"""The exact engine's optional compiled kernels (``_attention.c``), loaded with ctypes.
+"""The exact engine's optional compiled kernels (``_attention.c``, ``_intmm.c``), loaded with ctypes.
 
 Each computes what the torch path computes, bit for bit, in one pass instead of a dozen:
 attention per query row over the int8 cache, a linear layer's activation quantization and its
-output scaling, and the MLP's gate. Where they were not built (no C compiler at install time),
+output scaling, the MLP's gate, the coder's frequencies, and the int8 matrix product for CPUs
+where ``torch._int_mm`` is not exact. Where they were not built (no C compiler at install time),
 :func:`available` is False and the torch path runs; ``ALPHAZIP_NATIVE=0`` turns them off (the
 tests compare the two).
 """
@@ -26,6 +27,7 @@ _SIGNATURES = {
     "alphazip_frequencies": [_LONG, _INT] + [_POINTER] * 8 + [_INT],
     "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 9,
     "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
+    "alphazip_int_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
 }
 
 
@@ -44,6 +46,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
             for name, arguments in _SIGNATURES.items():
                 function = getattr(library, name)
                 function.restype, function.argtypes = None, arguments
+            library.alphazip_int_matmul.restype = _INT
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
             continue
@@ -103,6 +106,22 @@ def dequantize(products: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor,
     assert out.shape == (rows, cols) and out.stride(1) == 1 and products.is_contiguous()
     _LIBRARY.alphazip_dequantize(rows, cols, _pointer(products), _pointer(scale), _pointer(steps), out.data_ptr(),
                                  out.stride(0), torch.get_num_threads())
+
+
+INT_MATMUL_DEPTH = 2**31 // 2**14 - 1  # int8 products summed in int32 lanes stay exact up to this depth
+
+
+def int_matmul(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Exact ``a @ weight.T`` as int32 for int8 ``a`` [M, K] and ``weight`` [N, K] (both contiguous,
+    K <= INT_MATMUL_DEPTH): what ``torch._int_mm`` computes where it is exact (_intmm.c)."""
+    rows, depth = a.shape
+    out = torch.empty((rows, len(weight)), dtype=torch.int32)
+    if rows and len(weight):
+        status = _LIBRARY.alphazip_int_matmul(rows, len(weight), depth, _pointer(a), _pointer(weight), _pointer(out),
+                                              out.stride(0), torch.get_num_threads())
+        if status != 0:
+            raise MemoryError("out of memory in the integer matrix product")
+    return out
 
 
 def gate(kind: str, gate_values: torch.Tensor, up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:

@@ -125,3 +125,15 @@ def test_compiled_linear_and_gates_give_the_torch_bits(monkeypatch):
 
 def constants() -> torch.Tensor:
     return torch.tensor([xm.LOG2E, xm.GELU_CUBIC, xm.GELU_SCALE, *xm.exp2_coefficients(torch.float32)])
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 700), st.integers(1, 4), st.integers(-40, 40), st.integers(0, 2**31), st.sampled_from([1e-5, 1e-6]))
+def test_compiled_rms_norm_gives_the_torch_bits(width, rows, magnitude, seed, eps):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, width, generator=generator) * 2.0 ** magnitude
+    x[-1, : width // 2] = 0  # small and zero values beside large ones
+    weight = torch.randn(width, generator=generator)
+    assert torch.equal(native.rms_norm(x, weight, eps), xm.rms_norm(x, weight, eps))
+    assert torch.equal(native.rms_norm(torch.zeros(1, width), weight, eps), xm.rms_norm(torch.zeros(1, width), weight, eps))

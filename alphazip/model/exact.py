@@ -181,13 +181,13 @@ class ExactEngine:
         if self.embed_scale:
             x = x * self.embed_scale
         for index, layer in enumerate(self.layers):
-            attended = self._attention(layer.qkv(xm.rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
+            attended = self._attention(layer.qkv(_rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
             out = layer.o(attended)
-            x = x + (xm.rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
-            gate, up = layer.gate_up(xm.rms_norm(x, layer.norm2, c.eps)).split(layer.intermediate, dim=-1)
+            x = x + (_rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
+            gate, up = layer.gate_up(_rms_norm(x, layer.norm2, c.eps)).split(layer.intermediate, dim=-1)
             out = layer.down(self._gate(gate, up))
-            x = x + (xm.rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
-        logits = self.head(xm.rms_norm(x, self.final_norm, c.eps))
+            x = x + (_rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
+        logits = self.head(_rms_norm(x, self.final_norm, c.eps))
         if c.softcap:
             logits = xm.tanh(logits / c.softcap) * c.softcap
         return logits
@@ -206,7 +206,7 @@ class ExactEngine:
         q, k, v = (part.reshape(batch, count, -1, c.head_dim).transpose(1, 2)  # [B, heads, T, D]
                    for part in qkv.split([c.heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], -1))
         if c.gemma:
-            q, k = xm.rms_norm(q, layer.q_norm, c.eps), xm.rms_norm(k, layer.k_norm, c.eps)
+            q, k = _rms_norm(q, layer.q_norm, c.eps), _rms_norm(k, layer.k_norm, c.eps)
         sin, cos = self._rope(c.rope_thetas[index], start + count)
         cos, sin = cos[start:start + count], sin[start:start + count]
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
@@ -261,6 +261,11 @@ class ExactEngine:
             table = torch.cat([sin, sin], -1).float(), torch.cat([cos, cos], -1).float()
             self._ropes[theta] = table
         return table
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm: the compiled kernel where built, else exactmath's torch operations (the same bits)."""
+    return native.rms_norm(x, weight, eps) if native.available() else xm.rms_norm(x, weight, eps)
 
 
 def _store(cache: ExactCache, index: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:

@@ -1,8 +1,8 @@
-"""The exact engine's optional compiled kernels (``_attention.c``, ``_intmm.c``), loaded with ctypes.
+"""The exact engine's optional compiled kernels (``_attention.c``, ``_intmm.c``, ``_rows.c``), loaded with ctypes.
 
 Each computes what the torch path computes, bit for bit, in one pass instead of a dozen:
 attention per query row over the int8 cache, a linear layer's activation quantization and its
-output scaling, the MLP's gate, the coder's frequencies, and the int8 matrix product for CPUs
+output scaling, RMSNorm, the MLP's gate, the coder's frequencies, and the int8 matrix product for CPUs
 where ``torch._int_mm`` is not exact. Where they were not built (no C compiler at install time),
 :func:`available` is False and the torch path runs; ``ALPHAZIP_NATIVE=0`` turns them off (the
 tests compare the two).
@@ -28,6 +28,7 @@ _SIGNATURES = {
     "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 9,
     "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
     "alphazip_int_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
+    "alphazip_rms_norm": [_LONG, _INT, _POINTER, _POINTER, ctypes.c_double, _POINTER, _INT],
 }
 
 
@@ -121,6 +122,16 @@ def int_matmul(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
                                               out.stride(0), torch.get_num_threads())
         if status != 0:
             raise MemoryError("out of memory in the integer matrix product")
+    return out
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``exactmath.rms_norm`` over the last dim of float32 ``x``, in one pass per row."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    width = x.shape[-1]
+    _LIBRARY.alphazip_rms_norm(x.numel() // width if width else 0, width, _pointer(x), _pointer(weight.contiguous()),
+                               float(eps), _pointer(out), torch.get_num_threads())
     return out
 
 

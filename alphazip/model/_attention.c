@@ -175,18 +175,26 @@ void alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int
     }
 }
 
+/* The largest |x[0..n-1]| (n >= 0), in lanes so that it vectorizes; 0 for an empty or zero row. */
+static inline float largest_magnitude(const float *x, int n) {
+    float lanes[LANES] = {0.0f};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) lanes[l] = fabsf(x[j + l]) > lanes[l] ? fabsf(x[j + l]) : lanes[l];
+    for (; j < n; j++) lanes[0] = fabsf(x[j]) > lanes[0] ? fabsf(x[j]) : lanes[0];
+    float top = lanes[0];
+    for (int l = 1; l < LANES; l++) top = lanes[l] > top ? lanes[l] : top;
+    return top;
+}
+
 /* QuantLinear's input side (intmm.py): each row quantized symmetrically to +-levels and split
- * into int8 halves, value = 256 high + low; ``halves`` is [2 rows, width] (highs, then lows). */
-void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
-                             int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int r = 0; r < rows; r++) {
+ * into int8 halves, value = 256 high + low; ``halves`` is [2 rows, width] (highs, then lows).
+ * high = floor((value + 128) / 256) is an arithmetic shift of the integer value + 128. */
+static inline __attribute__((always_inline)) void quantize_split_body(int first, int last, int rows, int width,
+        const float *x, float levels, int8_t *halves, float *steps) {
+    for (int r = first; r < last; r++) {
         const float *row = x + (long)r * width;
-        float top = 0.0f;
-        for (int c = 0; c < width; c++) {
-            const float magnitude = fabsf(row[c]);
-            top = magnitude > top ? magnitude : top;
-        }
+        float top = largest_magnitude(row, width);
         if (!(top > 0.0f)) top = 1.0f;
         const float reciprocal = 1.0f / top;
         const float factor = reciprocal * levels;
@@ -195,19 +203,36 @@ void alphazip_quantize_split(int rows, int width, const float *x, float levels, 
             float value = round_even(row[c] * factor);
             value = value < -levels ? -levels : value;
             value = value > levels ? levels : value;
-            const float upper = floorf((value + 128.0f) * (1.0f / 256.0f));
+            const int32_t integer = (int32_t)value;
+            const int32_t upper = (integer + 128) >> 8;
             high[c] = (int8_t)upper;
-            low[c] = (int8_t)(value - upper * 256.0f);
+            low[c] = (int8_t)(integer - upper * 256);
         }
         steps[r] = top / levels;
     }
+}
+
+#define SPLIT_PARAMETERS int first, int last, int rows, int width, const float *x, float levels, int8_t *halves, \
+    float *steps
+#define SPLIT_ARGUMENTS first, last, rows, width, x, levels, halves, steps
+static void split_baseline(SPLIT_PARAMETERS) { quantize_split_body(SPLIT_ARGUMENTS); }
+__attribute__((target("avx2"))) static void split_avx2(SPLIT_PARAMETERS) { quantize_split_body(SPLIT_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void split_v4(SPLIT_PARAMETERS) { quantize_split_body(SPLIT_ARGUMENTS); }
+static void (*split_rows)(SPLIT_PARAMETERS) = split_baseline;
+
+#define SMALL_WORK 65536 /* values below which a kernel runs on one thread: waking the others costs more */
+
+void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
+                             int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if ((long)rows * width >= SMALL_WORK)
+    for (int r = 0; r < rows; r++) split_rows(r, r + 1, rows, width, x, levels, halves, steps);
 }
 
 /* QuantLinear's output side: the two halves' int32 products combined and scaled, in torch's order,
  * into rows ``out_stride`` floats apart (a block of columns of a wider output). */
 void alphazip_dequantize(int rows, int cols, const int32_t *products, const float *scale, const float *steps,
                          float *out, long out_stride, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if ((long)rows * cols >= SMALL_WORK)
     for (int r = 0; r < rows; r++) {
         const int32_t *high = products + (long)r * cols, *low = products + ((long)rows + r) * cols;
         float *target = out + (long)r * out_stride;
@@ -222,16 +247,17 @@ void alphazip_dequantize(int rows, int cols, const int32_t *products, const floa
 static inline __attribute__((always_inline)) void gate_rows_body(long first, long last, int kind, const float *gate,
                                                                  const float *up, float *out, const float *constants) {
     const float *coefficients = constants + 3;
-    for (long i = first; i < last; i++) {
-        const float x = gate[i];
-        float z;
-        if (kind == 0) {
-            z = (-x) * constants[0];
-        } else {
-            const float u = (x + ((x * x) * x) * constants[1]) * constants[2];
-            z = (u * -2.0f) * constants[0];
+    if (kind == 0) { /* two loops, not a branch in one: a loop with control flow does not vectorize */
+        for (long i = first; i < last; i++) {
+            const float x = gate[i];
+            out[i] = (x / (exp2_exact((-x) * constants[0], coefficients) + 1.0f)) * up[i];
         }
-        out[i] = (x / (exp2_exact(z, coefficients) + 1.0f)) * up[i];
+    } else {
+        for (long i = first; i < last; i++) {
+            const float x = gate[i];
+            const float u = (x + ((x * x) * x) * constants[1]) * constants[2];
+            out[i] = (x / (exp2_exact((u * -2.0f) * constants[0], coefficients) + 1.0f)) * up[i];
+        }
     }
 }
 
@@ -308,6 +334,7 @@ int alphazip_select_isa(int level) {
     if (level >= 1 && !__builtin_cpu_supports("avx2")) level = 0;
     attend_position = level == 2 ? attend_v4 : level == 1 ? attend_avx2 : attend_baseline;
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
+    split_rows = level == 2 ? split_v4 : level == 1 ? split_avx2 : split_baseline;
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
     alphazip_int_matmul_select_isa(level);
     return level;
@@ -316,7 +343,7 @@ int alphazip_select_isa(int level) {
 void alphazip_gate(long count, int kind, const float *gate, const float *up, float *out, const float *constants,
                    int threads) {
     const long piece = 4096;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (count >= SMALL_WORK / 4) /* ~40 operations a value */
     for (long first = 0; first < count; first += piece)
         gate_rows(first, first + piece < count ? first + piece : count, kind, gate, up, out, constants);
 }

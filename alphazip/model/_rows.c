@@ -22,32 +22,44 @@ static inline double power_of_two_d(int k) {
     return out;
 }
 
+#define LANES 16 /* independent maxima and sums, so that the loops vectorize without reordering a float sum */
+
 /* exactmath.rms_norm of one row: the row scaled by the power of two that puts its largest magnitude
  * in [2^19, 2^20) and rounded to integers, whose squares sum exactly in double; then
  * factor = (float)(1 / sqrt(mean + eps)) and out = (x * factor) * weight. */
 static void rms_norm_row(int width, const float *x, const float *weight, double eps, float *out) {
-    float top = 0.0f;
-    for (int c = 0; c < width; c++) {
-        const float magnitude = fabsf(x[c]);
-        top = magnitude > top ? magnitude : top;
-    }
+    float tops[LANES] = {0.0f};
+    int c = 0;
+    for (; c + LANES <= width; c += LANES)
+        for (int l = 0; l < LANES; l++) tops[l] = fabsf(x[c + l]) > tops[l] ? fabsf(x[c + l]) : tops[l];
+    for (; c < width; c++) tops[0] = fabsf(x[c]) > tops[0] ? fabsf(x[c]) : tops[0];
+    float top = tops[0];
+    for (int l = 1; l < LANES; l++) top = tops[l] > top ? tops[l] : top;
     int exponent;
     frexpf(top, &exponent); /* top < 2^exponent; exact */
     exponent = exponent < -100 ? -100 : exponent > 100 ? 100 : exponent;
     const int shift = 20 - exponent;
     const float scale = power_of_two_f(shift);
-    double squares = 0.0;
-    for (int c = 0; c < width; c++) {
+    double sums[LANES] = {0.0}; /* integers below 2^53 in all: the same in any order */
+    c = 0;
+    for (; c + LANES <= width; c += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const double value = (double)((x[c + l] * scale + ROUNDER) - ROUNDER);
+            sums[l] += value * value;
+        }
+    for (; c < width; c++) {
         const double value = (double)((x[c] * scale + ROUNDER) - ROUNDER);
-        squares += value * value; /* integers below 2^53 in all: the same in any order */
+        sums[0] += value * value;
     }
+    double squares = 0.0;
+    for (int l = 0; l < LANES; l++) squares += sums[l];
     const double mean = (squares * power_of_two_d(-2 * shift)) / (double)width;
     const float factor = (float)(1.0 / sqrt(mean + eps));
-    for (int c = 0; c < width; c++) out[c] = (x[c] * factor) * weight[c];
+    for (c = 0; c < width; c++) out[c] = (x[c] * factor) * weight[c];
 }
 
 void alphazip_rms_norm(long rows, int width, const float *x, const float *weight, double eps, float *out,
                        int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows > 16)
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= 65536)
     for (long r = 0; r < rows; r++) rms_norm_row(width, x + r * width, weight, eps, out + r * width);
 }

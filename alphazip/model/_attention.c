@@ -95,8 +95,9 @@ static inline __attribute__((always_inline)) void attend_position_body(const int
         }
         int64_t units = 0;
         for (int piece = 0; piece < n; piece += SUM_PIECE) {
+            const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n; /* a plain bound: the loop vectorizes */
             int32_t sum = 0;
-            for (int j = piece; j < n && j < piece + SUM_PIECE; j++) sum += ints[j];
+            for (int j = piece; j < end; j++) sum += ints[j];
             units += sum;
         }
         float weight_top = largest(row, n);

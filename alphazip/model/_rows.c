@@ -63,3 +63,63 @@ void alphazip_rms_norm(long rows, int width, const float *x, const float *weight
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= 65536)
     for (long r = 0; r < rows; r++) rms_norm_row(width, x + r * width, weight, eps, out + r * width);
 }
+
+/* exactmath.quantize_rows(x, 127) of one row of ``dim`` values: int8 values, returns the step. */
+static float quantize_row(int dim, const float *x, int8_t *to, long to_stride) {
+    float tops[LANES] = {0.0f};
+    int d = 0;
+    for (; d + LANES <= dim; d += LANES)
+        for (int l = 0; l < LANES; l++) tops[l] = fabsf(x[d + l]) > tops[l] ? fabsf(x[d + l]) : tops[l];
+    for (; d < dim; d++) tops[0] = fabsf(x[d]) > tops[0] ? fabsf(x[d]) : tops[0];
+    float top = tops[0];
+    for (int l = 1; l < LANES; l++) top = tops[l] > top ? tops[l] : top;
+    if (!(top > 0.0f)) top = 1.0f;
+    const float factor = (1.0f / top) * 127.0f; /* torch's 127 / top is reciprocal, then product */
+    for (d = 0; d < dim; d++) {
+        float value = (x[d] * factor + ROUNDER) - ROUNDER;
+        value = value < -127.0f ? -127.0f : value > 127.0f ? 127.0f : value;
+        to[d * to_stride] = (int8_t)value;
+    }
+    return top / 127.0f;
+}
+
+/* RoPE (engine._rotate: x cos + rotate_half(x) sin, three rounded operations a value) on one row. */
+static void rotate_row(int dim, const float *x, const float *cos, const float *sin, float *out) {
+    const int half = dim / 2;
+    for (int d = 0; d < half; d++) out[d] = x[d] * cos[d] + (-x[d + half]) * sin[d];
+    for (int d = half; d < dim; d++) out[d] = x[d] * cos[d] + x[d - half] * sin[d];
+}
+
+/* The exact engine's attention inputs for ``count`` positions from ``start`` (exact.py _attention):
+ * from the projections ``qkv`` [batch, count, (heads + 2 kv_heads) dim], queries and keys rotated by
+ * the tables' rows ``cos``/``sin`` [count, dim], then every row quantized to int8. Queries go to
+ * ``q`` [batch, heads, count, dim] with ``q_scale`` [batch, heads, count] = step * score_factor; keys
+ * to the cache ``keys`` [batch, kv_heads, dim, length] (transposed) and values to ``values``
+ * [batch, kv_heads, length, dim], their steps to [batch, kv_heads, length]. */
+void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int dim, int length, int start,
+                            const float *qkv, const float *cos, const float *sin, float score_factor, int8_t *q,
+                            float *q_scale, int8_t *keys, float *key_steps, int8_t *values, float *value_steps,
+                            int threads) {
+    const int all = heads + 2 * kv_heads;
+    const long rows = (long)batch * count * all;
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * dim >= 65536)
+    for (long r = 0; r < rows; r++) {
+        float rotated[1024];
+        const int head = (int)(r % all);
+        const long bt = r / all;
+        const int b = (int)(bt / count), t = (int)(bt % count);
+        const float *x = qkv + r * dim;
+        if (head < heads) {
+            rotate_row(dim, x, cos + (long)t * dim, sin + (long)t * dim, rotated);
+            const long row = ((long)b * heads + head) * count + t;
+            q_scale[row] = quantize_row(dim, rotated, q + row * dim, 1) * score_factor;
+        } else if (head < heads + kv_heads) {
+            const long pair = (long)b * kv_heads + (head - heads);
+            rotate_row(dim, x, cos + (long)t * dim, sin + (long)t * dim, rotated);
+            key_steps[pair * length + start + t] = quantize_row(dim, rotated, keys + pair * dim * length + start + t, length);
+        } else {
+            const long pair = (long)b * kv_heads + (head - heads - kv_heads);
+            value_steps[pair * length + start + t] = quantize_row(dim, x, values + (pair * length + start + t) * dim, 1);
+        }
+    }
+}

@@ -156,6 +156,8 @@ class ExactEngine:
                                        dtype=torch.float32)
         self._gate_constants = torch.tensor([xm.LOG2E, xm.GELU_CUBIC, xm.GELU_SCALE, *xm.exp2_coefficients(torch.float32)],
                                             dtype=torch.float32)
+        # The queries' steps are multiplied by this float32 value (torch converts the Python float so).
+        self._score_factor = float(torch.tensor(self.config.score_scale * xm.LOG2E, dtype=torch.float32))
 
     @property
     def logits_width(self) -> int:
@@ -203,18 +205,19 @@ class ExactEngine:
         and values go to the cache. Returns [B, T, H D], before the output projection."""
         c = self.config
         batch, count, _ = qkv.shape
-        q, k, v = (part.reshape(batch, count, -1, c.head_dim).transpose(1, 2)  # [B, heads, T, D]
-                   for part in qkv.split([c.heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], -1))
-        if c.gemma:
-            q, k = _rms_norm(q, layer.q_norm, c.eps), _rms_norm(k, layer.k_norm, c.eps)
         sin, cos = self._rope(c.rope_thetas[index], start + count)
         cos, sin = cos[start:start + count], sin[start:start + count]
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        _store(cache, index, start, k, v)
-        integers, step = xm.quantize_rows(q, 127)
         group = c.heads // c.kv_heads
-        rows = integers.to(torch.int8).reshape(batch, c.kv_heads, group, count, c.head_dim)
-        row_scale = (step * (c.score_scale * xm.LOG2E)).reshape(batch, c.kv_heads, group, count)
+        if native.available() and c.head_dim <= native.ROPE_MAX_DIM:
+            if c.gemma:  # the per-head norms, on qkv's own layout (a norm works row by row)
+                qkv = self._norm_heads(qkv, layer)
+            q, q_scale = native.rope_quantize(qkv, c.heads, c.kv_heads, cos, sin, self._score_factor, start,
+                                              cache.keys[index], cache.key_steps[index], cache.values[index],
+                                              cache.value_steps[index])
+            rows = q.view(batch, c.kv_heads, group, count, c.head_dim)
+            row_scale = q_scale.view(batch, c.kv_heads, group, count)
+        else:
+            rows, row_scale = self._attention_inputs(qkv, layer, cache, index, start, cos, sin)
         if native.available():
             out = native.attend(rows.contiguous(), row_scale.contiguous(), start, c.windows[index], cache.keys[index],
                                 cache.key_steps[index], cache.values[index], cache.value_steps[index], self._constants)
@@ -223,6 +226,35 @@ class ExactEngine:
                                                 row_scale[:, :, :, first - start:last - start], cache, index, low, span, mask)
                              for first, last, low, span, mask in _key_blocks(start, count, c.windows[index])], dim=3)
         return out.reshape(batch, c.heads, count, c.head_dim).transpose(1, 2).reshape(batch, count, -1)
+
+    def _attention_inputs(self, qkv: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int,
+                          cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``native.rope_quantize`` computes, in torch: keys and values into the cache, and the
+        int8 queries [B, KV, group, T, D] with their steps times the score factor [B, KV, group, T]."""
+        c = self.config
+        batch, count, _ = qkv.shape
+        q, k, v = (part.reshape(batch, count, -1, c.head_dim).transpose(1, 2)  # [B, heads, T, D]
+                   for part in qkv.split([c.heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], -1))
+        if c.gemma:
+            q, k = _rms_norm(q, layer.q_norm, c.eps), _rms_norm(k, layer.k_norm, c.eps)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        _store(cache, index, start, k, v)
+        integers, step = xm.quantize_rows(q, 127)
+        group = c.heads // c.kv_heads
+        rows = integers.to(torch.int8).reshape(batch, c.kv_heads, group, count, c.head_dim)
+        row_scale = (step * (c.score_scale * xm.LOG2E)).reshape(batch, c.kv_heads, group, count)
+        return rows, row_scale
+
+    def _norm_heads(self, qkv: torch.Tensor, layer: _Layer) -> torch.Tensor:
+        """Gemma's per-head RMSNorm of the queries and keys, in place in ``qkv`` [B, T, (H + 2 KV) D]."""
+        c = self.config
+        batch, count, _ = qkv.shape
+        q_width, k_width = c.heads * c.head_dim, c.kv_heads * c.head_dim
+        q, k = qkv[..., :q_width], qkv[..., q_width:q_width + k_width]
+        qkv[..., :q_width] = _rms_norm(q.reshape(batch, count, c.heads, c.head_dim), layer.q_norm, c.eps).view(q.shape)
+        qkv[..., q_width:q_width + k_width] = _rms_norm(k.reshape(batch, count, c.kv_heads, c.head_dim), layer.k_norm,
+                                                         c.eps).view(k.shape)
+        return qkv
 
     def _attend_block(self, rows, row_scale, cache: ExactCache, index: int, low: int, span: int,
                       tail_mask: torch.Tensor) -> torch.Tensor:

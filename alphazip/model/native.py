@@ -2,7 +2,7 @@
 
 Each computes what the torch path computes, bit for bit, in one pass instead of a dozen:
 attention per query row over the int8 cache, a linear layer's activation quantization and its
-output scaling, RMSNorm, the MLP's gate, the coder's frequencies, and the int8 matrix product for CPUs
+output scaling, RMSNorm, RoPE with the attention inputs' quantization, the MLP's gate, the coder's frequencies, and the int8 matrix product for CPUs
 where ``torch._int_mm`` is not exact. Where they were not built (no C compiler at install time),
 :func:`available` is False and the torch path runs; ``ALPHAZIP_NATIVE=0`` turns them off (the
 tests compare the two).
@@ -29,6 +29,7 @@ _SIGNATURES = {
     "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
     "alphazip_int_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
     "alphazip_rms_norm": [_LONG, _INT, _POINTER, _POINTER, ctypes.c_double, _POINTER, _INT],
+    "alphazip_rope_quantize": [_INT] * 7 + [_POINTER] * 3 + [_FLOAT] + [_POINTER] * 6 + [_INT],
 }
 
 
@@ -127,12 +128,34 @@ def int_matmul(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``exactmath.rms_norm`` over the last dim of float32 ``x``, in one pass per row."""
-    x = x.contiguous()
+    x, weight = x.contiguous(), weight.contiguous()  # held until the call returns
     out = torch.empty_like(x)
     width = x.shape[-1]
-    _LIBRARY.alphazip_rms_norm(x.numel() // width if width else 0, width, _pointer(x), _pointer(weight.contiguous()),
+    _LIBRARY.alphazip_rms_norm(x.numel() // width if width else 0, width, _pointer(x), _pointer(weight),
                                float(eps), _pointer(out), torch.get_num_threads())
     return out
+
+
+ROPE_MAX_DIM = 1024  # head dimensions the kernel's row buffer holds (_rows.c)
+
+
+def rope_quantize(qkv: torch.Tensor, heads: int, kv_heads: int, cos: torch.Tensor, sin: torch.Tensor,
+                  score_factor: float, start: int, keys: torch.Tensor, key_steps: torch.Tensor, values: torch.Tensor,
+                  value_steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys of ``qkv`` [B, T, (H + 2 KV) D] rotated by ``cos``/``sin`` [T, D], every row
+    quantized to int8; keys and values stored into the cache at positions start.. (``keys`` [B, KV, D, L],
+    ``values`` [B, KV, L, D], steps [B, KV, L]). Returns the queries [B, H, T, D] and their steps
+    times ``score_factor`` [B, H, T]: what exact.py's torch path computes."""
+    batch, count, _ = qkv.shape
+    dim = keys.shape[2]
+    qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()  # held until the call returns
+    q = torch.empty((batch, heads, count, dim), dtype=torch.int8)
+    q_scale = torch.empty((batch, heads, count), dtype=torch.float32)
+    _LIBRARY.alphazip_rope_quantize(batch, count, heads, kv_heads, dim, keys.shape[3], start, _pointer(qkv),
+                                    _pointer(cos), _pointer(sin), score_factor, _pointer(q),
+                                    _pointer(q_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
+                                    _pointer(value_steps), torch.get_num_threads())
+    return q, q_scale
 
 
 def gate(kind: str, gate_values: torch.Tensor, up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:

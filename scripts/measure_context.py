@@ -2,7 +2,7 @@
 chunk lengths, in one model pass per length that also measures the model's ideal code length;
 with --unpack, the archive unpacked (timed) and compared byte for byte.
 
-    python scripts/measure_context.py FILE... [--contexts 1024,2048,4096,8192] [--unpack] [--json out.json]
+    python scripts/measure_context.py FILE... [--contexts 1024,2048,4096,8192] [--unpack] [--bytes N] [--json out.json]
 """
 
 import argparse
@@ -55,12 +55,14 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--contexts", default="1024,2048,4096,8192")
     parser.add_argument("--unpack", action="store_true")
+    parser.add_argument("--bytes", type=int, help="only the first BYTES of each file (a mid-sized input)")
     parser.add_argument("--json")
     args = parser.parse_args()
     results = {"machine": machine(), "rows": []}
     for path in args.files:
         for context in map(int, args.contexts.split(",")):
-            row = {"file": path.name, **measure(path.read_bytes(), context, args.unpack)}
+            data = path.read_bytes()[:args.bytes] if args.bytes else path.read_bytes()
+            row = {"file": path.name, **measure(data, context, args.unpack)}
             results["rows"].append(row)
             print(row, flush=True)
             if args.json:

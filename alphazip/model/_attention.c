@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_lanes.h"
+
 #define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
 
 static inline float round_even(float x) {
@@ -42,21 +44,6 @@ static inline float exp2_exact(float y, const float *c) {
     p = (p + c[2]) * f;
     p = (p + c[1]) * f;
     return (p + 1.0f) * power_of_two((int)k);
-}
-
-#define LANES 16
-
-/* The largest of x[0..n-1] (n >= 1), in lanes so that it vectorizes; a max is the same in any order. */
-static inline float largest(const float *x, int n) {
-    float lanes[LANES];
-    for (int l = 0; l < LANES; l++) lanes[l] = x[0];
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
-    for (; j < n; j++) lanes[0] = x[j] > lanes[0] ? x[j] : lanes[0];
-    float top = lanes[0];
-    for (int l = 1; l < LANES; l++) top = lanes[l] > top ? lanes[l] : top;
-    return top;
 }
 
 #define SUM_PIECE 1024 /* keys summed in int32 at a time: 1024 * 2^20 and 1024 * 16383 * 127 < 2^31 */
@@ -174,18 +161,6 @@ void alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int
         free(acc32);
         free(acc);
     }
-}
-
-/* The largest |x[0..n-1]| (n >= 0), in lanes so that it vectorizes; 0 for an empty or zero row. */
-static inline float largest_magnitude(const float *x, int n) {
-    float lanes[LANES] = {0.0f};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) lanes[l] = fabsf(x[j + l]) > lanes[l] ? fabsf(x[j + l]) : lanes[l];
-    for (; j < n; j++) lanes[0] = fabsf(x[j]) > lanes[0] ? fabsf(x[j]) : lanes[0];
-    float top = lanes[0];
-    for (int l = 1; l < LANES; l++) top = lanes[l] > top ? lanes[l] : top;
-    return top;
 }
 
 /* QuantLinear's input side (intmm.py): each row quantized symmetrically to +-levels and split

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_lanes.h"
+
 #define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
 
 static inline float power_of_two_f(int k) {
@@ -22,26 +24,18 @@ static inline double power_of_two_d(int k) {
     return out;
 }
 
-#define LANES 16 /* independent maxima and sums, so that the loops vectorize without reordering a float sum */
-
 /* exactmath.rms_norm of one row: the row scaled by the power of two that puts its largest magnitude
  * in [2^19, 2^20) and rounded to integers, whose squares sum exactly in double; then
  * factor = (float)(1 / sqrt(mean + eps)) and out = (x * factor) * weight. */
 static void rms_norm_row(int width, const float *x, const float *weight, double eps, float *out) {
-    float tops[LANES] = {0.0f};
-    int c = 0;
-    for (; c + LANES <= width; c += LANES)
-        for (int l = 0; l < LANES; l++) tops[l] = fabsf(x[c + l]) > tops[l] ? fabsf(x[c + l]) : tops[l];
-    for (; c < width; c++) tops[0] = fabsf(x[c]) > tops[0] ? fabsf(x[c]) : tops[0];
-    float top = tops[0];
-    for (int l = 1; l < LANES; l++) top = tops[l] > top ? tops[l] : top;
+    const float top = largest_magnitude(x, width);
     int exponent;
     frexpf(top, &exponent); /* top < 2^exponent; exact */
     exponent = exponent < -100 ? -100 : exponent > 100 ? 100 : exponent;
     const int shift = 20 - exponent;
     const float scale = power_of_two_f(shift);
-    double sums[LANES] = {0.0}; /* integers below 2^53 in all: the same in any order */
-    c = 0;
+    double sums[LANES] = {0.0}; /* integers below 2^53 in all: the same in any order, so summed in lanes */
+    int c = 0;
     for (; c + LANES <= width; c += LANES)
         for (int l = 0; l < LANES; l++) {
             const double value = (double)((x[c + l] * scale + ROUNDER) - ROUNDER);
@@ -66,16 +60,10 @@ void alphazip_rms_norm(long rows, int width, const float *x, const float *weight
 
 /* exactmath.quantize_rows(x, 127) of one row of ``dim`` values: int8 values, returns the step. */
 static float quantize_row(int dim, const float *x, int8_t *to, long to_stride) {
-    float tops[LANES] = {0.0f};
-    int d = 0;
-    for (; d + LANES <= dim; d += LANES)
-        for (int l = 0; l < LANES; l++) tops[l] = fabsf(x[d + l]) > tops[l] ? fabsf(x[d + l]) : tops[l];
-    for (; d < dim; d++) tops[0] = fabsf(x[d]) > tops[0] ? fabsf(x[d]) : tops[0];
-    float top = tops[0];
-    for (int l = 1; l < LANES; l++) top = tops[l] > top ? tops[l] : top;
+    float top = largest_magnitude(x, dim);
     if (!(top > 0.0f)) top = 1.0f;
     const float factor = (1.0f / top) * 127.0f; /* torch's 127 / top is reciprocal, then product */
-    for (d = 0; d < dim; d++) {
+    for (int d = 0; d < dim; d++) {
         float value = (x[d] * factor + ROUNDER) - ROUNDER;
         value = value < -127.0f ? -127.0f : value > 127.0f ? 127.0f : value;
         to[d * to_stride] = (int8_t)value;

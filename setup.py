@@ -9,6 +9,6 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "alphazip.model._attention", sources=["alphazip/model/_attention.c", "alphazip/model/_intmm.c", "alphazip/model/_rows.c"],
-    depends=["alphazip/model/_lanes.h"],
+    depends=["alphazip/model/_kernel.h"],
     extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-fno-fast-math", "-ffp-contract=off", "-fno-math-errno"],
     extra_link_args=["-fopenmp"], optional=True)])

@@ -24,15 +24,15 @@ from alphazip.model import DEFAULT_MODEL, registry
 
 # The console script's entry point, run as a child so that it can be signalled.
 CLI = [sys.executable, "-c", "from alphazip.cli import main; main()"]
+MODEL = ["--model", TINY]
+QUICK = ["--context", "16", "--batch", "2"]  # in-process runs: a few hundred bytes code at once
+WORDS = "the of and to in is was that for it with as his on be at by had are but from or".split()
 
 
 def interruptible() -> None:
     """A child's SIGINT as a terminal gives it: a shell script's background job (CI started with
     ``&``) inherits SIGINT ignored, and Python then leaves it ignored, as a user's would be."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-MODEL = ["--model", TINY]
-QUICK = ["--context", "16", "--batch", "2"]  # in-process runs: a few hundred bytes code at once
-WORDS = "the of and to in is was that for it with as his on be at by had are but from or".split()
 
 
 def prose(size: int) -> bytes:

@@ -12,20 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_lanes.h"
-
-#define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
-
-static inline float round_even(float x) {
-    return (x + ROUNDER) - ROUNDER; /* not folded: IEEE semantics hold without -ffast-math */
-}
-
-static inline float power_of_two(int k) {
-    uint32_t bits = (uint32_t)(k + 127) << 23;
-    float out;
-    memcpy(&out, &bits, sizeof out);
-    return out;
-}
+#include "_kernel.h"
 
 /* exactmath.exp2_: clamp, split into integer and fraction, Horner polynomial, times 2^k.
  * Branch-free so that the loops calling it vectorize. */
@@ -195,8 +182,6 @@ static void split_baseline(SPLIT_PARAMETERS) { quantize_split_body(SPLIT_ARGUMEN
 __attribute__((target("avx2"))) static void split_avx2(SPLIT_PARAMETERS) { quantize_split_body(SPLIT_ARGUMENTS); }
 __attribute__((target("arch=x86-64-v4"))) static void split_v4(SPLIT_PARAMETERS) { quantize_split_body(SPLIT_ARGUMENTS); }
 static void (*split_rows)(SPLIT_PARAMETERS) = split_baseline;
-
-#define SMALL_WORK 65536 /* values below which a kernel runs on one thread: waking the others costs more */
 
 void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
                              int threads) {

@@ -1,22 +1,14 @@
 /* The exact engine's row-wise steps in one pass per row: what alphazip/model/exactmath.py computes
  * in a dozen torch operations, bit for bit (every float operation one exactly rounded IEEE operation
  * in the same order, every sum a sum of integers; built with -ffp-contract=off, no fast-math).
- * tests/test_native.py holds the two paths to each other. */
+ * tests/test_exactmath.py and tests/test_exact_engine.py hold the two paths to each other. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "_lanes.h"
+#include "_kernel.h"
 
-#define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
-
-static inline float power_of_two_f(int k) {
-    uint32_t bits = (uint32_t)(k + 127) << 23;
-    float out;
-    memcpy(&out, &bits, sizeof out);
-    return out;
-}
-
+/* 2^k for k in float64's normal range, exactly. */
 static inline double power_of_two_d(int k) {
     uint64_t bits = (uint64_t)(k + 1023) << 52;
     double out;
@@ -33,16 +25,16 @@ static void rms_norm_row(int width, const float *x, const float *weight, double 
     frexpf(top, &exponent); /* top < 2^exponent; exact */
     exponent = exponent < -100 ? -100 : exponent > 100 ? 100 : exponent;
     const int shift = 20 - exponent;
-    const float scale = power_of_two_f(shift);
+    const float scale = power_of_two(shift);
     double sums[LANES] = {0.0}; /* integers below 2^53 in all: the same in any order, so summed in lanes */
     int c = 0;
     for (; c + LANES <= width; c += LANES)
         for (int l = 0; l < LANES; l++) {
-            const double value = (double)((x[c + l] * scale + ROUNDER) - ROUNDER);
+            const double value = (double)round_even(x[c + l] * scale);
             sums[l] += value * value;
         }
     for (; c < width; c++) {
-        const double value = (double)((x[c] * scale + ROUNDER) - ROUNDER);
+        const double value = (double)round_even(x[c] * scale);
         sums[0] += value * value;
     }
     double squares = 0.0;
@@ -54,7 +46,7 @@ static void rms_norm_row(int width, const float *x, const float *weight, double 
 
 void alphazip_rms_norm(long rows, int width, const float *x, const float *weight, double eps, float *out,
                        int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= 65536)
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK)
     for (long r = 0; r < rows; r++) rms_norm_row(width, x + r * width, weight, eps, out + r * width);
 }
 
@@ -64,7 +56,7 @@ static float quantize_row(int dim, const float *x, int8_t *to, long to_stride) {
     if (!(top > 0.0f)) top = 1.0f;
     const float factor = (1.0f / top) * 127.0f; /* torch's 127 / top is reciprocal, then product */
     for (int d = 0; d < dim; d++) {
-        float value = (x[d] * factor + ROUNDER) - ROUNDER;
+        float value = round_even(x[d] * factor);
         value = value < -127.0f ? -127.0f : value > 127.0f ? 127.0f : value;
         to[d * to_stride] = (int8_t)value;
     }
@@ -90,7 +82,7 @@ void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int d
                             int threads) {
     const int all = heads + 2 * kv_heads;
     const long rows = (long)batch * count * all;
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * dim >= 65536)
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * dim >= SMALL_WORK)
     for (long r = 0; r < rows; r++) {
         float rotated[1024];
         const int head = (int)(r % all);

@@ -66,8 +66,7 @@ def _int_mm_agrees() -> bool:
         return False
 
 
-PATHS = ("torch._int_mm", "compiled kernel", "float32 pieces")
-_PATH: str | None = None
+_PATH: str | None = None  # "torch._int_mm", "compiled kernel" or "float32 pieces", chosen once
 
 
 def _choose_path() -> str:
@@ -93,7 +92,7 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def int_mm_path() -> str:
-    """Which integer product this process uses: one of PATHS."""
+    """Which integer product this process uses: "torch._int_mm", "compiled kernel" or "float32 pieces"."""
     int_matmul(torch.zeros(1, 1, dtype=torch.int8), torch.zeros(1, 1, dtype=torch.int8))
     return _PATH
 

@@ -1,12 +1,30 @@
-/* Maxima of float rows in independent lanes, shared by the exact engine's kernels.
- *
- * Without fast-math GCC does not vectorize a float reduction (it may not reorder it); kept in
- * LANES separate lanes, the loop vectorizes, and a maximum is the same in any order. */
-#ifndef ALPHAZIP_LANES_H
-#define ALPHAZIP_LANES_H
+/* What the exact engine's kernels (_attention.c, _rows.c) share: exact rounding, powers of two
+ * from their bits, maxima in lanes, and when a call is worth more than one thread. */
+#ifndef ALPHAZIP_KERNEL_H
+#define ALPHAZIP_KERNEL_H
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
+#define SMALL_WORK 65536 /* values below which a kernel runs on one thread: waking the others costs more */
+
+#define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
+
+static inline float round_even(float x) {
+    return (x + ROUNDER) - ROUNDER; /* not folded: IEEE semantics hold without -ffast-math */
+}
+
+/* 2^k for k in float32's normal range, exactly. */
+static inline float power_of_two(int k) {
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+/* Without fast-math GCC does not vectorize a float reduction (it may not reorder it); kept in
+ * LANES separate lanes, the loop vectorizes, and a maximum is the same in any order. */
 #define LANES 16
 
 /* The largest of x[0..n-1] (n >= 1). */

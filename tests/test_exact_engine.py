@@ -7,8 +7,10 @@ import pytest
 import torch
 from tiny import tiny_gemma3
 
+from alphazip.model import exactmath as xm
 from alphazip.model import native
-from alphazip.model.exact import ExactEngine, probe_fingerprint
+from alphazip.model.engine import _key_blocks
+from alphazip.model.exact import SOFTMAX_UNIT, VALUE_WEIGHT_LEVELS, ExactCache, ExactEngine, probe_fingerprint
 
 # Longer than Gemma's sliding window (20) and than one key block (64): both kinds of mask are exercised.
 LENGTH, CHUNKS = 150, 5
@@ -118,3 +120,44 @@ def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, 
     with_kernel = stepped(engine, tokens, segment)
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(stepped(engine, tokens, segment), with_kernel)
+
+
+def torch_attention(q, row_scale, start, window, cache):
+    """exact.py's torch path for ``native.attend``'s arguments (one layer's cache)."""
+    bare = ExactEngine.__new__(ExactEngine)
+    count = q.shape[3]
+    return torch.cat([bare._attend_block(q[:, :, :, first - start:stop - start], row_scale[:, :, :, first - start:stop - start],
+                                         cache, 0, low, span, mask)
+                      for first, stop, low, span, mask in _key_blocks(start, count, window)], dim=3)
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled attention kernel was not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize(("group", "dim", "length", "start", "count", "window"), [
+    (3, 64, 128, 0, 64, None),  # packing: whole tiles of positions
+    (3, 64, 1088, 1000, 1, None),  # a step far into the cache
+    (4, 8, 192, 70, 1, None),  # a head narrower than the AVX-512 lanes
+    (2, 8, 128, 3, 61, 20),  # a sliding window starting at odd keys, a partial tile of positions
+    (5, 256, 256, 129, 7, 100),
+    (1, 6, 64, 0, 64, None),  # a head dimension no variant's lanes divide
+])
+def test_attention_kernel_gives_the_torch_bits_in_every_variant(level, group, dim, length, start, count, window):
+    """The SSE2, AVX2 and AVX-512 tiles of keys and values against the torch path, random and extreme integers."""
+    generator = torch.Generator().manual_seed(level * 100 + dim)
+    batch, kv_heads = 2, 2
+    cache = ExactCache([torch.randint(-127, 128, (batch, kv_heads, dim // 2, length, 2), dtype=torch.int8, generator=generator)],
+                       [torch.rand(batch, kv_heads, length, generator=generator) * 0.05],
+                       [torch.randint(-127, 128, (batch, kv_heads, length // 2, dim, 2), dtype=torch.int8, generator=generator)],
+                       [torch.rand(batch, kv_heads, length, generator=generator)])
+    q = torch.randint(-127, 128, (batch, kv_heads, group, count, dim), dtype=torch.int8, generator=generator)
+    q[0] = -127  # the largest products against extreme keys
+    cache.keys[0][0] = -127
+    row_scale = torch.rand(batch, kv_heads, group, count, generator=generator) * 0.05
+    terms = torch.tensor([SOFTMAX_UNIT, VALUE_WEIGHT_LEVELS, *xm.exp2_coefficients(torch.float32)], dtype=torch.float32)
+    try:
+        native._LIBRARY.alphazip_select_isa(level)
+        compiled = native.attend(q, row_scale, start, window, cache.keys[0], cache.key_steps[0], cache.values[0],
+                                 cache.value_steps[0], terms)
+    finally:
+        native._LIBRARY.alphazip_select_isa(native._ISA)
+    assert torch.equal(compiled, torch_attention(q, row_scale, start, window, cache))

@@ -7,6 +7,7 @@
  *
  * Called through ctypes; the float32 constants come from Python so both paths share them.
  */
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,120 +35,288 @@ static inline float exp2_exact(float y, const float *c) {
 }
 
 #define SUM_PIECE 1024 /* keys summed in int32 at a time: 1024 * 2^20 and 1024 * 16383 * 127 < 2^31 */
+#define TILE_ROWS 4     /* query rows whose integer products share each widened load of keys or values */
+#define TILE_POSITIONS 4 /* positions per work item when a call holds many (packing) */
 
-/* The ``group`` query rows of one position against keys first..last of one (sequence, kv head):
- * see alphazip_attend. ``q`` and ``out`` hold the rows ``stride`` values apart, ``row_scale`` stride / dim.
- * Inlined into one variant per instruction set (below). */
-static inline __attribute__((always_inline)) void attend_position_body(const int8_t *q, const float *row_scale, long stride, int group, int first, int last,
-                            int dim, int length, const int8_t *keys_t, const float *kstep, const int8_t *values,
-                            const float *vstep, float *out, const float *constants, float *scores,
-                            int32_t *integers, int32_t *acc32, int64_t *acc) {
-    const float unit = constants[0], levels_max = constants[1];
-    const float *coefficients = constants + 2;
-    const int n = last - first + 1;
-    kstep += first, vstep += first, values += (long)first * dim;
-    /* Dot products along contiguous keys (the cache holds them transposed), every row at once. */
-    memset(integers, 0, sizeof(int32_t) * (size_t)n * group);
-    for (int d = 0; d < dim; d++) {
-        const int8_t *column = keys_t + (long)d * length + first;
-        for (int g = 0; g < group; g++) {
-            const int32_t factor = q[g * stride + d];
-            int32_t *dots = integers + (long)g * n;
-            for (int j = 0; j < n; j++) dots[j] += factor * (int32_t)column[j];
-        }
+/* The cache's pair layout, per (sequence, kv head): keys [dim / 2][length][2], the values of
+ * dimensions 2p and 2p + 1 side by side; values [length / 2][dim][2], keys 2i and 2i + 1 side by
+ * side. Widened to int16, each adjacent pair meets a pair of query values or attention weights in
+ * one pmaddwd lane: two exact products added into int32. */
+
+/* Integer products of TILE_ROWS query rows: ``qpairs[r]`` holds row r's values as int16 pairs
+ * (one int32 per pair of dimensions); dots[r][j - begin] = the row's dot product with key j for
+ * j in [begin, end), multiples of the variant's lanes. */
+#define QK_TILE_PARAMETERS int pairs, const int32_t *const *qpairs, const int8_t *keys, long length, int begin, \
+    int end, int32_t *const *dots
+/* acc[r][d] += the weights levels[r][j] times values[j][d] over key pairs jp in [first_pair, last_pair):
+ * TILE_ROWS rows of int16 weights indexed by key, ``dim`` a multiple of the variant's lanes. */
+#define AV_TILE_PARAMETERS int dim, const int16_t *const *levels, const int8_t *values, int first_pair, \
+    int last_pair, int32_t *const *acc
+
+#define TILES(SUFFIX, TARGET, VEC, LANES_32, ZERO, SET1, WIDEN, MADD, ADD, LOAD, STORE)                        \
+    TARGET static void qk_tile_##SUFFIX(QK_TILE_PARAMETERS) {                                               \
+        for (int j = begin; j < end; j += LANES_32) {                                                        \
+            VEC acc0 = ZERO, acc1 = ZERO, acc2 = ZERO, acc3 = ZERO;                                          \
+            for (int p = 0; p < pairs; p++) {                                                                \
+                const VEC k = WIDEN(keys + ((long)p * length + j) * 2);                                      \
+                acc0 = ADD(acc0, MADD(SET1(qpairs[0][p]), k));                                               \
+                acc1 = ADD(acc1, MADD(SET1(qpairs[1][p]), k));                                               \
+                acc2 = ADD(acc2, MADD(SET1(qpairs[2][p]), k));                                               \
+                acc3 = ADD(acc3, MADD(SET1(qpairs[3][p]), k));                                               \
+            }                                                                                                \
+            STORE(dots[0] + j - begin, acc0);                                                                \
+            STORE(dots[1] + j - begin, acc1);                                                                \
+            STORE(dots[2] + j - begin, acc2);                                                                \
+            STORE(dots[3] + j - begin, acc3);                                                                \
+        }                                                                                                    \
+    }                                                                                                        \
+    TARGET static void av_tile_##SUFFIX(AV_TILE_PARAMETERS) {                                               \
+        for (int d = 0; d < dim; d += LANES_32) {                                                            \
+            VEC acc0 = LOAD(acc[0] + d), acc1 = LOAD(acc[1] + d), acc2 = LOAD(acc[2] + d), acc3 = LOAD(acc[3] + d); \
+            for (int jp = first_pair; jp < last_pair; jp++) {                                                \
+                const VEC v = WIDEN(values + ((long)jp * dim + d) * 2);                                      \
+                acc0 = ADD(acc0, MADD(SET1(level_pair(levels[0], jp)), v));                                  \
+                acc1 = ADD(acc1, MADD(SET1(level_pair(levels[1], jp)), v));                                  \
+                acc2 = ADD(acc2, MADD(SET1(level_pair(levels[2], jp)), v));                                  \
+                acc3 = ADD(acc3, MADD(SET1(level_pair(levels[3], jp)), v));                                  \
+            }                                                                                                \
+            STORE(acc[0] + d, acc0);                                                                         \
+            STORE(acc[1] + d, acc1);                                                                         \
+            STORE(acc[2] + d, acc2);                                                                         \
+            STORE(acc[3] + d, acc3);                                                                         \
+        }                                                                                                    \
     }
-    for (int g = 0; g < group; g++) {
-        int32_t *ints = integers + (long)g * n;
-        float *row = scores + (long)g * n;
-        const float scale = row_scale[(long)g * (stride / dim)];
-        for (int j = 0; j < n; j++) row[j] = ((float)ints[j] * kstep[j]) * scale;
-        const float top = largest(row, n);
-        for (int j = 0; j < n; j++) {
-            float e = exp2_exact(row[j] - top, coefficients);
-            ints[j] = (int32_t)round_even(e * unit);
-            row[j] = e * vstep[j];
-        }
-        int64_t units = 0;
-        for (int piece = 0; piece < n; piece += SUM_PIECE) {
-            const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n; /* a plain bound: the loop vectorizes */
-            int32_t sum = 0;
-            for (int j = piece; j < end; j++) sum += ints[j];
-            units += sum;
-        }
-        float weight_top = largest(row, n);
-        if (!(weight_top > 0.0f)) weight_top = 1.0f;
-        const float reciprocal = 1.0f / weight_top;
-        const float to_levels = reciprocal * levels_max;
-        for (int j = 0; j < n; j++) ints[j] = (int32_t)round_even(row[j] * to_levels);
-        memset(acc, 0, sizeof(int64_t) * (size_t)dim);
-        for (int piece = 0; piece < n; piece += SUM_PIECE) {
-            memset(acc32, 0, sizeof(int32_t) * (size_t)dim);
-            for (int j = piece; j < n && j < piece + SUM_PIECE; j++) {
-                const int32_t level = ints[j];
-                if (level == 0) continue;
-                const int8_t *value = values + (long)j * dim;
-                for (int d = 0; d < dim; d++) acc32[d] += level * (int32_t)value[d];
-            }
-            for (int d = 0; d < dim; d++) acc[d] += acc32[d];
-        }
-        const double factor = ((double)weight_top / (double)levels_max) / ((double)units / (double)unit);
-        float *target = out + g * stride;
-        for (int d = 0; d < dim; d++) target[d] = (float)((double)acc[d] * factor);
-    }
+
+/* The weights of keys 2 jp and 2 jp + 1 as one int32 (little-endian int16 pair). */
+static inline int32_t level_pair(const int16_t *levels, int jp) {
+    int32_t pair;
+    memcpy(&pair, levels + 2 * (long)jp, sizeof pair);
+    return pair;
 }
 
-/* Each hot loop is compiled three times, for baseline x86-64, AVX2 and x86-64-v4 (AVX-512); integer
- * sums and elementwise IEEE operations give the same bits on each (no FMA: -ffp-contract=off).
- * alphazip_select_isa picks one, following torch's own choice (ATEN_CPU_CAPABILITY included), so
- * that one machine can run, and test, every variant. */
-#define ATTEND_PARAMETERS const int8_t *q, const float *row_scale, long stride, int group, int first, int last, \
-    int dim, int length, const int8_t *keys_t, const float *kstep, const int8_t *values, const float *vstep, \
-    float *out, const float *constants, float *scores, int32_t *integers, int32_t *acc32, int64_t *acc
-#define ATTEND_ARGUMENTS q, row_scale, stride, group, first, last, dim, length, keys_t, kstep, values, vstep, out, \
-    constants, scores, integers, acc32, acc
-static void attend_baseline(ATTEND_PARAMETERS) { attend_position_body(ATTEND_ARGUMENTS); }
-__attribute__((target("avx2"))) static void attend_avx2(ATTEND_PARAMETERS) { attend_position_body(ATTEND_ARGUMENTS); }
-__attribute__((target("arch=x86-64-v4"))) static void attend_v4(ATTEND_PARAMETERS) { attend_position_body(ATTEND_ARGUMENTS); }
-static void (*attend_position)(ATTEND_PARAMETERS) = attend_baseline;
+/* Baseline x86-64 has SSE2 only: int8 -> int16 by unpacking each byte with itself and shifting. */
+static inline __m128i widen_sse2(const int8_t *p) {
+    const __m128i bytes = _mm_loadl_epi64((const __m128i *)p);
+    return _mm_srai_epi16(_mm_unpacklo_epi8(bytes, bytes), 8);
+}
+#define LOAD_SSE2(p) _mm_loadu_si128((const __m128i *)(p))
+#define STORE_SSE2(p, v) _mm_storeu_si128((__m128i *)(p), v)
+TILES(baseline, , __m128i, 4, _mm_setzero_si128(), _mm_set1_epi32, widen_sse2, _mm_madd_epi16, _mm_add_epi32,
+      LOAD_SSE2, STORE_SSE2)
+
+#define TARGET_AVX2 __attribute__((target("avx2")))
+#define WIDEN_AVX2(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
+#define LOAD_AVX2(p) _mm256_loadu_si256((const __m256i *)(p))
+#define STORE_AVX2(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+TILES(avx2, TARGET_AVX2, __m256i, 8, _mm256_setzero_si256(), _mm256_set1_epi32, WIDEN_AVX2, _mm256_madd_epi16,
+      _mm256_add_epi32, LOAD_AVX2, STORE_AVX2)
+
+#define TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define WIDEN_V4(p) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOAD_V4(p) _mm512_loadu_si512((const void *)(p))
+#define STORE_V4(p, v) _mm512_storeu_si512((void *)(p), v)
+TILES(v4, TARGET_V4, __m512i, 16, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, _mm512_madd_epi16,
+      _mm512_add_epi32, LOAD_V4, STORE_V4)
+
+static void (*qk_tile)(QK_TILE_PARAMETERS) = qk_tile_baseline;
+static void (*av_tile)(AV_TILE_PARAMETERS) = av_tile_baseline;
+static int tile_lanes = 4; /* int32 lanes of the selected variant */
+
+/* The same sums without vectors, for head dimensions that are not a multiple of the lanes. */
+static void av_tile_scalar(AV_TILE_PARAMETERS) {
+    for (int r = 0; r < TILE_ROWS; r++)
+        for (int jp = first_pair; jp < last_pair; jp++)
+            for (int d = 0; d < dim; d++) {
+                const int8_t *pair = values + ((long)jp * dim + d) * 2;
+                acc[r][d] += levels[r][2 * jp] * (int32_t)pair[0] + levels[r][2 * jp + 1] * (int32_t)pair[1];
+            }
+}
+
+/* One query row's softmax, from its integer dot products with keys first..last (``dots``, indexed
+ * from key first): the float steps exactly as exact.py's torch path takes them. Writes the
+ * weights as 14-bit integers into ``levels`` (indexed by key), returns the denominator in units of
+ * 2^-20 and the largest weight in ``weight_top``. */
+static inline __attribute__((always_inline)) int64_t softmax_row_body(int n, const int32_t *dots, float scale,
+        const float *kstep, const float *vstep, const float *constants, float *row, int32_t *ints, int16_t *levels,
+        float *weight_top) {
+    const float unit = constants[0], levels_max = constants[1];
+    const float *coefficients = constants + 2;
+    for (int j = 0; j < n; j++) row[j] = ((float)dots[j] * kstep[j]) * scale;
+    const float top = largest(row, n);
+    for (int j = 0; j < n; j++) {
+        float e = exp2_exact(row[j] - top, coefficients);
+        ints[j] = (int32_t)round_even(e * unit);
+        row[j] = e * vstep[j];
+    }
+    int64_t units = 0;
+    for (int piece = 0; piece < n; piece += SUM_PIECE) {
+        const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n; /* a plain bound: the loop vectorizes */
+        int32_t sum = 0;
+        for (int j = piece; j < end; j++) sum += ints[j];
+        units += sum;
+    }
+    float most = largest(row, n);
+    if (!(most > 0.0f)) most = 1.0f;
+    const float to_levels = (1.0f / most) * levels_max;
+    for (int j = 0; j < n; j++) levels[j] = (int16_t)round_even(row[j] * to_levels);
+    *weight_top = most;
+    return units;
+}
+
+#define SOFTMAX_PARAMETERS int n, const int32_t *dots, float scale, const float *kstep, const float *vstep, \
+    const float *constants, float *row, int32_t *ints, int16_t *levels, float *weight_top
+#define SOFTMAX_ARGUMENTS n, dots, scale, kstep, vstep, constants, row, ints, levels, weight_top
+static int64_t softmax_baseline(SOFTMAX_PARAMETERS) { return softmax_row_body(SOFTMAX_ARGUMENTS); }
+TARGET_AVX2 static int64_t softmax_avx2(SOFTMAX_PARAMETERS) { return softmax_row_body(SOFTMAX_ARGUMENTS); }
+TARGET_V4 static int64_t softmax_v4(SOFTMAX_PARAMETERS) { return softmax_row_body(SOFTMAX_ARGUMENTS); }
+static int64_t (*softmax_row)(SOFTMAX_PARAMETERS) = softmax_baseline;
+
+/* Scratch of one thread: room for ``rows`` query rows over ``span`` keys of ``dim`` values. */
+typedef struct {
+    int32_t *qpairs, *dots, *ints, *acc32, *spare;
+    int64_t *acc, *units;
+    int16_t *levels;
+    float *row, *weight_top;
+    int *firsts, *lasts; /* each row's keys */
+    long *heads;         /* each row's index in q, row_scale and out */
+} Scratch;
+
+static int scratch_alloc(Scratch *s, int rows, long span, int dim) {
+    s->qpairs = malloc(sizeof(int32_t) * (size_t)rows * (dim / 2));
+    s->dots = malloc(sizeof(int32_t) * (size_t)rows * span);
+    s->ints = malloc(sizeof(int32_t) * (size_t)span);
+    s->row = malloc(sizeof(float) * (size_t)span);
+    s->levels = malloc(sizeof(int16_t) * (size_t)rows * span);
+    s->acc32 = malloc(sizeof(int32_t) * (size_t)rows * dim);
+    s->acc = malloc(sizeof(int64_t) * (size_t)rows * dim);
+    s->units = malloc(sizeof(int64_t) * (size_t)rows);
+    s->weight_top = malloc(sizeof(float) * (size_t)rows);
+    s->spare = malloc(sizeof(int32_t) * (size_t)TILE_ROWS * dim);
+    s->firsts = malloc(sizeof(int) * (size_t)rows);
+    s->lasts = malloc(sizeof(int) * (size_t)rows);
+    s->heads = malloc(sizeof(long) * (size_t)rows);
+    return s->qpairs && s->dots && s->ints && s->row && s->levels && s->acc32 && s->acc && s->units && s->weight_top
+           && s->spare && s->firsts && s->lasts && s->heads;
+}
+
+static void scratch_free(Scratch *s) {
+    free(s->qpairs), free(s->dots), free(s->ints), free(s->row), free(s->levels);
+    free(s->acc32), free(s->acc), free(s->units), free(s->weight_top);
+    free(s->spare), free(s->firsts), free(s->lasts), free(s->heads);
+}
+
+/* Rows [0, rows) in tiles of TILE_ROWS, the last tile repeating its last row (computed twice, the same). */
+static void tile_rows(int rows, int tile, int picked[TILE_ROWS]) {
+    for (int r = 0; r < TILE_ROWS; r++) picked[r] = tile + r < rows ? tile + r : rows - 1;
+}
 
 /* Attention of every query row of every (sequence, kv head) pair.
  *
  * q          int8  [batch, kv_heads, group, count, dim]   queries' int8 values
  * row_scale  float [batch, kv_heads, group, count]        query step * score scale * log2(e)
- * keys_t     int8  [batch, kv_heads, dim, length]  (keys transposed), key_steps float [batch, kv_heads, length]
- * values     int8  [batch, kv_heads, length, dim], value_steps float [batch, kv_heads, length]
+ * keys       int8  [batch, kv_heads, dim / 2, length, 2]  and key_steps float [batch, kv_heads, length]
+ * values     int8  [batch, kv_heads, length / 2, dim, 2]  and value_steps float [batch, kv_heads, length]
  * out        float [batch, kv_heads, group, count, dim]
  * The row at position start + i sees keys j <= start + i, and j > start + i - window if window > 0.
- * constants: [0] 2^20 (softmax unit), [1] 16383 (weight levels), [2..] the exp2 coefficients c_0..c_terms.
- */
-void alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int length, int start, int window,
-                     const int8_t *q, const float *row_scale, const int8_t *keys_t, const float *key_steps,
-                     const int8_t *values, const float *value_steps, float *out, const float *constants, int terms,
-                     int threads) {
-    if (terms != EXP2_TERMS) return; /* the Python side checks this before calling */
-    const long pairs = (long)batch * kv_heads, stride = (long)count * dim;
+ * ``dim`` is even, ``length`` a multiple of 64. constants: [0] 2^20 (softmax unit), [1] 16383
+ * (weight levels), [2..] the exp2 coefficients c_0..c_terms. Returns 0, or -1 if memory ran out.
+ *
+ * Work items are (pair, a tile of positions): the rows of all its positions and the whole group
+ * share each widened load of keys and values. */
+int alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int length, int start, int window,
+                    const int8_t *q, const float *row_scale, const int8_t *keys, const float *key_steps,
+                    const int8_t *values, const float *value_steps, float *out, const float *constants, int terms,
+                    int threads) {
+    if (terms != EXP2_TERMS || dim % 2 || length % 64) return -1; /* the Python side checks these first */
+    const long pairs = (long)batch * kv_heads;
+    const int tiles = (count + TILE_POSITIONS - 1) / TILE_POSITIONS, most_rows = TILE_POSITIONS * group;
+    const int lanes = tile_lanes;
+    const float unit = constants[0], levels_max = constants[1];
+    void (*const av)(AV_TILE_PARAMETERS) = dim % lanes ? av_tile_scalar : av_tile;
+    int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        const size_t most = (size_t)(start + count) * (size_t)group;
-        float *scores = malloc(sizeof(float) * most);
-        int32_t *integers = malloc(sizeof(int32_t) * most), *acc32 = malloc(sizeof(int32_t) * (size_t)dim);
-        int64_t *acc = malloc(sizeof(int64_t) * (size_t)dim);
-#pragma omp for schedule(dynamic, 4)
-        for (long index = 0; index < pairs * count; index++) {
-            const long pair = index / count;
-            const int i = (int)(index % count), position = start + i;
-            const int first = window > 0 && position - window + 1 > 0 ? position - window + 1 : 0;
-            const long head = pair * group * count + i; /* row (pair, g = 0, i) */
-            attend_position(q + head * dim, row_scale + head, stride, group, first, position, dim, length,
-                            keys_t + pair * length * dim, key_steps + pair * length, values + pair * length * dim,
-                            value_steps + pair * length, out + head * dim, constants, scores, integers,
-                            acc32, acc);
+        Scratch s;
+        if (!scratch_alloc(&s, most_rows, (long)length + 2 * lanes, dim)) {
+#pragma omp atomic write
+            failed = 1;
         }
-        free(scores);
-        free(integers);
-        free(acc32);
-        free(acc);
+#pragma omp for schedule(dynamic, 1)
+        for (long item = 0; item < pairs * tiles; item++) {
+            if (failed) continue;
+            const long pair = item / tiles;
+            const int first_position = (int)(item % tiles) * TILE_POSITIONS;
+            const int positions = count - first_position < TILE_POSITIONS ? count - first_position : TILE_POSITIONS;
+            const int rows = positions * group;
+            const int8_t *pair_keys = keys + pair * length * dim, *pair_values = values + pair * length * dim;
+            const float *kstep = key_steps + pair * length, *vstep = value_steps + pair * length;
+            /* Row r is (position first_position + r / group, g = r % group); its keys first..last. */
+            int *firsts = s.firsts, *lasts = s.lasts;
+            long *heads = s.heads;
+            int low = length, high = 0;
+            for (int r = 0; r < rows; r++) {
+                const int i = first_position + r / group, g = r % group, position = start + i;
+                firsts[r] = window > 0 && position - window + 1 > 0 ? position - window + 1 : 0;
+                lasts[r] = position;
+                heads[r] = (pair * group + g) * count + i;
+                low = firsts[r] < low ? firsts[r] : low;
+                high = lasts[r] > high ? lasts[r] : high;
+                const int8_t *row_q = q + heads[r] * dim;
+                for (int p = 0; p < dim / 2; p++)
+                    s.qpairs[(long)r * (dim / 2) + p] = (int32_t)(uint16_t)(int16_t)row_q[2 * p]
+                                                        | (int32_t)((uint32_t)(uint16_t)(int16_t)row_q[2 * p + 1] << 16);
+            }
+            /* Dot products over whole vectors of keys around low..high (inside the cache's length). */
+            const int begin = low / lanes * lanes, end = (high + lanes) / lanes * lanes, span = end - begin;
+            for (int tile = 0; tile < rows; tile += TILE_ROWS) {
+                int picked[TILE_ROWS];
+                tile_rows(rows, tile, picked);
+                const int32_t *qp[TILE_ROWS];
+                int32_t *dots[TILE_ROWS];
+                for (int r = 0; r < TILE_ROWS; r++)
+                    qp[r] = s.qpairs + (long)picked[r] * (dim / 2), dots[r] = s.dots + (long)picked[r] * span;
+                qk_tile(dim / 2, qp, pair_keys, length, begin, end, dots);
+            }
+            /* Each row's softmax; its weights as integers over the key pairs low / 2 .. high / 2, zero
+             * outside its own keys (those pairs lie within begin..end). */
+            const int first_pair = low / 2, last_pair = high / 2 + 1;
+            for (int r = 0; r < rows; r++) {
+                int16_t *levels = s.levels + (long)r * span - begin; /* indexed by key */
+                for (int j = 2 * first_pair; j < 2 * last_pair; j++) levels[j] = 0;
+                const int n = lasts[r] - firsts[r] + 1;
+                const float scale = row_scale[heads[r]];
+                s.units[r] = softmax_row(n, s.dots + (long)r * span + firsts[r] - begin, scale, kstep + firsts[r],
+                                         vstep + firsts[r], constants, s.row, s.ints, levels + firsts[r],
+                                         s.weight_top + r);
+            }
+            /* Weighted sums of values, in int32 over pieces of SUM_PIECE keys, then int64. */
+            memset(s.acc, 0, sizeof(int64_t) * (size_t)rows * dim);
+            for (int piece = first_pair; piece < last_pair; piece += SUM_PIECE / 2) {
+                const int piece_end = piece + SUM_PIECE / 2 < last_pair ? piece + SUM_PIECE / 2 : last_pair;
+                memset(s.acc32, 0, sizeof(int32_t) * (size_t)rows * dim);
+                for (int tile = 0; tile < rows; tile += TILE_ROWS) {
+                    int picked[TILE_ROWS];
+                    tile_rows(rows, tile, picked);
+                    const int16_t *levels[TILE_ROWS];
+                    int32_t *acc[TILE_ROWS];
+                    for (int r = 0; r < TILE_ROWS; r++) { /* a repeated row's sums go to spare, not added twice */
+                        levels[r] = s.levels + (long)picked[r] * span - begin;
+                        acc[r] = tile + r < rows ? s.acc32 + (long)picked[r] * dim : s.spare + (long)r * dim;
+                    }
+                    av(dim, levels, pair_values, piece, piece_end, acc);
+                }
+                for (long k = 0; k < (long)rows * dim; k++) s.acc[k] += s.acc32[k];
+            }
+            for (int r = 0; r < rows; r++) {
+                const double factor = ((double)s.weight_top[r] / (double)levels_max) / ((double)s.units[r] / (double)unit);
+                float *target = out + heads[r] * dim;
+                const int64_t *sums = s.acc + (long)r * dim;
+                for (int d = 0; d < dim; d++) target[d] = (float)((double)sums[d] * factor);
+            }
+        }
+        scratch_free(&s);
     }
+    return failed ? -1 : 0;
 }
 
 /* QuantLinear's input side (intmm.py): each row quantized symmetrically to +-levels and split
@@ -293,7 +462,10 @@ int alphazip_select_isa(int level) {
                         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
         level = 1;
     if (level >= 1 && !__builtin_cpu_supports("avx2")) level = 0;
-    attend_position = level == 2 ? attend_v4 : level == 1 ? attend_avx2 : attend_baseline;
+    qk_tile = level == 2 ? qk_tile_v4 : level == 1 ? qk_tile_avx2 : qk_tile_baseline;
+    av_tile = level == 2 ? av_tile_v4 : level == 1 ? av_tile_avx2 : av_tile_baseline;
+    softmax_row = level == 2 ? softmax_v4 : level == 1 ? softmax_avx2 : softmax_baseline;
+    tile_lanes = level == 2 ? 16 : level == 1 ? 8 : 4;
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
     split_rows = level == 2 ? split_v4 : level == 1 ? split_avx2 : split_baseline;
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;

@@ -74,8 +74,8 @@ static void rotate_row(int dim, const float *x, const float *cos, const float *s
  * from the projections ``qkv`` [batch, count, (heads + 2 kv_heads) dim], queries and keys rotated by
  * the tables' rows ``cos``/``sin`` [count, dim], then every row quantized to int8. Queries go to
  * ``q`` [batch, heads, count, dim] with ``q_scale`` [batch, heads, count] = step * score_factor; keys
- * to the cache ``keys`` [batch, kv_heads, dim, length] (transposed) and values to ``values``
- * [batch, kv_heads, length, dim], their steps to [batch, kv_heads, length]. */
+ * and values to the cache in its pair layout (_attention.c): ``keys`` [batch, kv_heads, dim / 2,
+ * length, 2], ``values`` [batch, kv_heads, length / 2, dim, 2], their steps to [batch, kv_heads, length]. */
 void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int dim, int length, int start,
                             const float *qkv, const float *cos, const float *sin, float score_factor, int8_t *q,
                             float *q_scale, int8_t *keys, float *key_steps, int8_t *values, float *value_steps,
@@ -94,12 +94,15 @@ void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int d
             const long row = ((long)b * heads + head) * count + t;
             q_scale[row] = quantize_row(dim, rotated, q + row * dim, 1) * score_factor;
         } else if (head < heads + kv_heads) {
-            const long pair = (long)b * kv_heads + (head - heads);
+            const long pair = (long)b * kv_heads + (head - heads), j = start + t;
+            int8_t key[1024];
             rotate_row(dim, x, cos + (long)t * dim, sin + (long)t * dim, rotated);
-            key_steps[pair * length + start + t] = quantize_row(dim, rotated, keys + pair * dim * length + start + t, length);
+            key_steps[pair * length + j] = quantize_row(dim, rotated, key, 1);
+            int8_t *to = keys + pair * dim * length + j * 2; /* dimension d at ((d / 2) length + j) 2 + d % 2 */
+            for (int d = 0; d < dim; d++) to[(long)(d / 2) * length * 2 + d % 2] = key[d];
         } else {
-            const long pair = (long)b * kv_heads + (head - heads - kv_heads);
-            value_steps[pair * length + start + t] = quantize_row(dim, x, values + (pair * length + start + t) * dim, 1);
+            const long pair = (long)b * kv_heads + (head - heads - kv_heads), j = start + t;
+            value_steps[pair * length + j] = quantize_row(dim, x, values + pair * length * dim + (j / 2) * dim * 2 + j % 2, 2);
         }
     }
 }

@@ -13,8 +13,8 @@ Every operation that decides a bit is exact by construction (see ``exactmath`` f
 
 The result depends on nothing but the weights and the tokens: not the batch, the thread count,
 the call's length (full pass or single steps) or the CPU's instruction set. The KV cache holds
-int8 keys (transposed: a query's dot products then run along contiguous memory) and values, and
-one float32 step each. The compiled kernel (``native``) computes attention's bits in one pass.
+int8 keys and values in a pair layout (keys: two dimensions side by side; values: two positions
+side by side), each pair one int16 multiply-add lane in the compiled kernel, and one float32 step each. The compiled kernel (``native``) computes attention's bits in one pass.
 """
 
 import hashlib
@@ -70,8 +70,10 @@ class ExactConfig:
 
 @dataclass
 class ExactCache:
-    """Per layer, int8 keys [batch, kv_heads, head_dim, length] and values [batch, kv_heads, length,
-    head_dim], and their steps ([batch, kv_heads, length], float32)."""
+    """Per layer, int8 keys [batch, kv_heads, head_dim / 2, length, 2] (dimensions 2p and 2p + 1 side
+    by side) and values [batch, kv_heads, length / 2, head_dim, 2] (positions 2i and 2i + 1 side by
+    side), and their steps ([batch, kv_heads, length], float32). ``keys_by_dimension`` and
+    ``values_by_position`` give the plain matrices."""
 
     keys: list[torch.Tensor]
     key_steps: list[torch.Tensor]
@@ -170,9 +172,9 @@ class ExactEngine:
         def per_layer(shape, dtype):
             return [torch.zeros(shape, dtype=dtype) for _ in self.layers]
 
-        return ExactCache(per_layer((batch, c.kv_heads, c.head_dim, length), torch.int8),
+        return ExactCache(per_layer((batch, c.kv_heads, c.head_dim // 2, length, 2), torch.int8),
                           per_layer((batch, c.kv_heads, length), torch.float32),
-                          per_layer((batch, c.kv_heads, length, c.head_dim), torch.int8),
+                          per_layer((batch, c.kv_heads, length // 2, c.head_dim, 2), torch.int8),
                           per_layer((batch, c.kv_heads, length), torch.float32))
 
     @torch.inference_mode()
@@ -264,7 +266,8 @@ class ExactEngine:
         bits. Most steps work in place: fresh tensors of this size cost page faults."""
         batch, kv_heads, group, count, dim = rows.shape
         flat = rows.reshape(batch, kv_heads, group * count, dim)
-        keys, values = cache.keys[index][:, :, :, low:span], cache.values[index][:, :, low:span]
+        keys = keys_by_dimension(cache.keys[index][:, :, :, low:span])
+        values = values_by_position(cache.values[index][:, :, low // 2:span // 2])
         scores = exact_f32_matmul(flat, keys)  # integers, [B, KV, group n, S]
         scores.mul_(cache.key_steps[index][:, :, None, low:span]).mul_(row_scale.reshape(batch, kv_heads, -1, 1))
         scores[..., -tail_mask.shape[-1]:].add_(tail_mask.repeat(group, 1))
@@ -302,13 +305,29 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
 def _store(cache: ExactCache, index: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
     """Layer ``index``'s keys and values [B, KV, T, D] of positions start.., quantized into the cache."""
-    stop = start + keys.shape[2]
+    batch, kv_heads, count, dim = keys.shape
+    stop = start + count
     integers, step = xm.quantize_rows(keys, 127)
-    cache.keys[index][:, :, :, start:stop] = integers.transpose(-1, -2)
+    cache.keys[index][:, :, :, start:stop] = integers.reshape(batch, kv_heads, count, dim // 2, 2).transpose(2, 3)
     cache.key_steps[index][:, :, start:stop] = step[..., 0]
     integers, step = xm.quantize_rows(values, 127)
-    cache.values[index][:, :, start:stop] = integers
+    positions = torch.arange(start, stop)
+    for parity in (0, 1):  # position p is pair p // 2, side p % 2
+        chosen = positions % 2 == parity
+        cache.values[index][..., parity][:, :, positions[chosen] // 2] = integers[:, :, chosen].to(torch.int8)
     cache.value_steps[index][:, :, start:stop] = step[..., 0]
+
+
+def keys_by_dimension(keys: torch.Tensor) -> torch.Tensor:
+    """Cached keys [B, KV, D/2, S, 2] as [B, KV, D, S]."""
+    batch, kv_heads, half, length, _ = keys.shape
+    return keys.transpose(-1, -2).reshape(batch, kv_heads, 2 * half, length)
+
+
+def values_by_position(values: torch.Tensor) -> torch.Tensor:
+    """Cached values [B, KV, S/2, D, 2] as [B, KV, S, D]."""
+    batch, kv_heads, half, dim, _ = values.shape
+    return values.transpose(-1, -2).reshape(batch, kv_heads, 2 * half, dim)
 
 
 def _exact_sum(units: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
             for name, arguments in _SIGNATURES.items():
                 function = getattr(library, name)
                 function.restype, function.argtypes = None, arguments
-            library.alphazip_int_matmul.restype = _INT
+            library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
             continue
@@ -78,15 +78,22 @@ def attend(q: torch.Tensor, row_scale: torch.Tensor, start: int, window: int | N
            key_steps: torch.Tensor, values: torch.Tensor, value_steps: torch.Tensor,
            constants: torch.Tensor) -> torch.Tensor:
     """Attention output [B, KV, group, T, D] float32 for int8 queries ``q`` [B, KV, group, T, D]
-    at positions start.., over the int8 cache: ``keys`` [B, KV, D, L], ``values`` [B, KV, L, D], steps [B, KV, L]."""
+    at positions start.., over the int8 cache in its pair layout: ``keys`` [B, KV, D/2, L, 2],
+    ``values`` [B, KV, L/2, D, 2], steps [B, KV, L] (D even, L a multiple of 64)."""
     batch, kv_heads, group, count, dim = q.shape
     out = torch.empty(q.shape, dtype=torch.float32)
     terms = len(constants) - 3  # unit, levels, then c_0 .. c_terms
     if terms != KERNEL_EXP2_TERMS:  # the kernel would refuse and leave ``out`` unwritten
         raise ValueError(f"the kernel's exp2 polynomial has {KERNEL_EXP2_TERMS} terms, not {terms}")
-    _LIBRARY.alphazip_attend(batch, kv_heads, group, count, dim, keys.shape[3], start, window or 0,
-                             _pointer(q), _pointer(row_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
-                             _pointer(value_steps), _pointer(out), _pointer(constants), terms, torch.get_num_threads())
+    length = keys.shape[3]
+    if dim % 2 or length % 64:
+        raise ValueError(f"the kernel needs an even head dimension and whole key blocks, not {dim} and {length}")
+    status = _LIBRARY.alphazip_attend(batch, kv_heads, group, count, dim, length, start, window or 0, _pointer(q),
+                                      _pointer(row_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
+                                      _pointer(value_steps), _pointer(out), _pointer(constants), terms,
+                                      torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("out of memory in the attention kernel")
     return out
 
 
@@ -143,11 +150,11 @@ def rope_quantize(qkv: torch.Tensor, heads: int, kv_heads: int, cos: torch.Tenso
                   score_factor: float, start: int, keys: torch.Tensor, key_steps: torch.Tensor, values: torch.Tensor,
                   value_steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries and keys of ``qkv`` [B, T, (H + 2 KV) D] rotated by ``cos``/``sin`` [T, D], every row
-    quantized to int8; keys and values stored into the cache at positions start.. (``keys`` [B, KV, D, L],
-    ``values`` [B, KV, L, D], steps [B, KV, L]). Returns the queries [B, H, T, D] and their steps
+    quantized to int8; keys and values stored into the cache at positions start.. (its pair layout:
+    ``keys`` [B, KV, D/2, L, 2], ``values`` [B, KV, L/2, D, 2], steps [B, KV, L]). Returns the queries [B, H, T, D] and their steps
     times ``score_factor`` [B, H, T]: what exact.py's torch path computes."""
     batch, count, _ = qkv.shape
-    dim = keys.shape[2]
+    dim = keys.shape[2] * 2
     qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()  # held until the call returns
     q = torch.empty((batch, heads, count, dim), dtype=torch.int8)
     q_scale = torch.empty((batch, heads, count), dtype=torch.float32)

@@ -1,7 +1,9 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alphazip.model import native
 from alphazip.ranks import ranks_of, tokens_at
 
 
@@ -26,3 +28,20 @@ def test_rank_and_token_are_inverse_with_ties(data):
 def test_ids_beyond_the_logits_have_no_rank():
     logits = torch.zeros(2, 4)
     assert ranks_of(logits, torch.tensor([3, 7])).tolist() == [3, -1]
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_compiled_ranks_follow_the_torch_path_in_every_variant(level, monkeypatch):
+    generator = torch.Generator().manual_seed(level)
+    logits = torch.randint(-3, 4, (50, 1000), generator=generator).float() / 2  # ties everywhere
+    logits[0] = -0.0  # equal to 0.0
+    tokens = torch.randint(0, 1000, (50,), generator=generator)
+    tokens[1] = 1000  # beyond the width
+    try:
+        native._LIBRARY.alphazip_select_isa(level)
+        compiled = ranks_of(logits, tokens)
+    finally:
+        native._LIBRARY.alphazip_select_isa(native._ISA)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    assert torch.equal(compiled, ranks_of(logits, tokens))

@@ -452,7 +452,8 @@ __attribute__((target("avx2"))) static void frequencies_avx2(FREQUENCIES_PARAMET
 __attribute__((target("arch=x86-64-v4"))) static void frequencies_v4(FREQUENCIES_PARAMETERS) { frequencies_body(FREQUENCIES_ARGUMENTS); }
 static void (*frequencies_rows)(FREQUENCIES_PARAMETERS) = frequencies_baseline;
 
-void alphazip_int_matmul_select_isa(int level); /* _intmm.c, built into the same library */
+void alphazip_int_matmul_select_isa(int level); /* _intmm.c and _rows.c, built into the same library */
+void alphazip_rows_select_isa(int level);
 
 /* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), lowered to what
  * this CPU has. Returns the level in use. */
@@ -470,6 +471,7 @@ int alphazip_select_isa(int level) {
     split_rows = level == 2 ? split_v4 : level == 1 ? split_avx2 : split_baseline;
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
     alphazip_int_matmul_select_isa(level);
+    alphazip_rows_select_isa(level);
     return level;
 }
 

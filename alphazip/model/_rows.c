@@ -106,3 +106,35 @@ void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int d
         }
     }
 }
+
+/* The rank stage's order (alphazip/ranks.py): the rank of tokens[r] in logit row r is the number of
+ * logits above its own, plus those equal to it at lower ids; -1 for ids at or beyond the width.
+ * Counts, so the same on every CPU; one pass per row instead of torch's two comparisons and sums. */
+static inline __attribute__((always_inline)) int64_t rank_body(int width, const float *row, int64_t token) {
+    if (token < 0 || token >= width) return -1;
+    const float own = row[token];
+    int32_t counts[LANES] = {0}; /* in lanes, so that the loop vectorizes */
+    int j = 0;
+    for (; j + LANES <= width; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            counts[l] += (row[j + l] > own) | ((row[j + l] == own) & (j + l < token));
+    int64_t ahead = 0;
+    for (; j < width; j++) ahead += (row[j] > own) | ((row[j] == own) & (j < token));
+    for (int l = 0; l < LANES; l++) ahead += counts[l];
+    return ahead;
+}
+
+#define RANK_PARAMETERS int width, const float *row, int64_t token
+static int64_t rank_baseline(RANK_PARAMETERS) { return rank_body(width, row, token); }
+__attribute__((target("avx2"))) static int64_t rank_avx2(RANK_PARAMETERS) { return rank_body(width, row, token); }
+__attribute__((target("arch=x86-64-v4"))) static int64_t rank_v4(RANK_PARAMETERS) { return rank_body(width, row, token); }
+static int64_t (*rank_of_row)(RANK_PARAMETERS) = rank_baseline;
+
+void alphazip_rows_select_isa(int level) {
+    rank_of_row = level == 2 ? rank_v4 : level == 1 ? rank_avx2 : rank_baseline;
+}
+
+void alphazip_ranks(long rows, int width, const float *logits, const int64_t *tokens, int64_t *ranks, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK)
+    for (long r = 0; r < rows; r++) ranks[r] = rank_of_row(width, logits + r * width, tokens[r]);
+}

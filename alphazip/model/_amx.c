@@ -1,0 +1,145 @@
+/* Exact products of int8 matrices on AMX tiles (Intel Xeon since Sapphire Rapids), summed in int32.
+ *
+ * TDPBSSD multiplies signed int8 by signed int8 and adds groups of four products into int32: an
+ * integer sum, so the result is the same as every other path's (intmm.py), only faster. The
+ * weights are packed once per layer into the tiles' layout (below); activations are loaded as they
+ * are, or from a zero-padded copy when their shape is not whole tiles.
+ *
+ * Linux hands out the tile registers only on request (arch_prctl ARCH_REQ_XCOMP_PERM), once per process.
+ */
+#define _GNU_SOURCE /* syscall */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+#define TILE_K 64    /* int8 values along the depth per tile row */
+#define TILE_N 16    /* int32 columns of an output tile */
+#define BLOCK_M 32   /* output rows per work item: two tiles of 16 */
+#define BLOCK_N 32   /* output columns per work item: two tiles of 16 */
+#define TILE_BYTES 1024
+
+typedef struct {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) TileConfig;
+
+/* 1 where the CPU has AMX-INT8 and the kernel lets this process use its tiles, else 0. */
+int alphazip_amx_available(void) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* Bytes of ``n`` weight rows of ``depth`` values once packed. */
+long alphazip_amx_packed_size(int n, int depth) {
+    const long column_tiles = (n + BLOCK_N - 1) / BLOCK_N * (BLOCK_N / TILE_N);
+    return column_tiles * ((depth + TILE_K - 1) / TILE_K) * TILE_BYTES;
+}
+
+/* Weight rows w [n, depth] -> tiles [column tile][depth tile][16 rows][16 columns][4]: tile row r
+ * holds depth values 4r..4r+3 of each of its 16 columns (the layout TDPBSSD reads its second
+ * operand in). Columns and depth beyond the matrix are zero, to whole BLOCK_N columns. */
+void alphazip_amx_pack(int n, int depth, const int8_t *w, int8_t *packed) {
+    const int depth_tiles = (depth + TILE_K - 1) / TILE_K;
+    memset(packed, 0, (size_t)alphazip_amx_packed_size(n, depth));
+    for (int c = 0; c < n; c++)
+        for (int k = 0; k < depth; k++) {
+            const long tile = (long)(c / TILE_N) * depth_tiles + k / TILE_K;
+            const int kk = k % TILE_K;
+            packed[tile * TILE_BYTES + (kk / 4) * 64 + (c % TILE_N) * 4 + kk % 4] = w[(long)c * depth + k];
+        }
+}
+
+/* The four output tiles of rows a[0..31] (``stride`` bytes apart) against column tiles ``b`` and
+ * ``b`` + one column tile, over ``depth_tiles`` tiles of depth; into ``c`` (int32, ``ldc`` apart). */
+__attribute__((target("amx-tile,amx-int8"))) static void block_product(int depth_tiles, const int8_t *a, long stride,
+                                                                        const int8_t *b, int32_t *c, long ldc) {
+    const long next_column_tile = (long)depth_tiles * TILE_BYTES;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int t = 0; t < depth_tiles; t++) {
+        _tile_loadd(4, a + t * TILE_K, stride);
+        _tile_loadd(5, a + 16 * stride + t * TILE_K, stride);
+        _tile_loadd(6, b + (long)t * TILE_BYTES, 64);
+        _tile_loadd(7, b + next_column_tile + (long)t * TILE_BYTES, 64);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c + TILE_N, ldc * 4);
+    _tile_stored(2, c + 16 * ldc, ldc * 4);
+    _tile_stored(3, c + 16 * ldc + TILE_N, ldc * 4);
+}
+
+__attribute__((target("amx-tile"))) static void load_config(void) {
+    TileConfig config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) config.rows[t] = 16, config.bytes_per_row[t] = 64;
+    __asm__ volatile("" : : "r"(&config) : "memory"); /* GCC 12 does not see ldtilecfg read it and drops the stores */
+    _tile_loadconfig(&config);
+}
+
+__attribute__((target("amx-tile"))) static void release(void) { _tile_release(); }
+
+/* out [m, n] int32 (rows ``out_stride`` apart) = a [m, depth] int8 times the transpose of the weight
+ * rows packed by alphazip_amx_pack (``packed`` may point at a later column tile: a block of columns
+ * starting at a multiple of BLOCK_N). Returns 0, or -1 if memory ran out. */
+int alphazip_amx_matmul(int m, int n, int depth, const int8_t *a, const int8_t *packed, int32_t *out,
+                        long out_stride, int threads) {
+    const int depth_tiles = (depth + TILE_K - 1) / TILE_K, padded_depth = depth_tiles * TILE_K;
+    const int row_blocks = (m + BLOCK_M - 1) / BLOCK_M, column_blocks = (n + BLOCK_N - 1) / BLOCK_N;
+    const int8_t *rows = a;
+    int8_t *copy = NULL;
+    if (m % BLOCK_M || depth % TILE_K) { /* whole tiles only: a zero-padded copy */
+        copy = calloc((size_t)row_blocks * BLOCK_M * padded_depth, 1);
+        if (!copy) return -1;
+        for (int r = 0; r < m; r++) memcpy(copy + (long)r * padded_depth, a + (long)r * depth, (size_t)depth);
+        rows = copy;
+    }
+    const long column_block_bytes = 2L * depth_tiles * TILE_BYTES;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        int32_t *edge = aligned_alloc(64, sizeof(int32_t) * BLOCK_M * BLOCK_N);
+        if (!edge) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        load_config();
+#pragma omp for schedule(static)
+        for (long item = 0; item < (long)row_blocks * column_blocks; item++) {
+            if (!edge) continue;
+            const int row_block = (int)(item / column_blocks), column_block = (int)(item % column_blocks);
+            const int first_row = row_block * BLOCK_M, first_column = column_block * BLOCK_N;
+            const int8_t *a_rows = rows + (long)first_row * padded_depth;
+            const int8_t *b = packed + column_block * column_block_bytes;
+            if (first_row + BLOCK_M <= m && first_column + BLOCK_N <= n) {
+                block_product(depth_tiles, a_rows, padded_depth, b, out + (long)first_row * out_stride + first_column,
+                              out_stride);
+                continue;
+            }
+            block_product(depth_tiles, a_rows, padded_depth, b, edge, BLOCK_N);
+            for (int r = first_row; r < m && r < first_row + BLOCK_M; r++)
+                for (int c = first_column; c < n && c < first_column + BLOCK_N; c++)
+                    out[(long)r * out_stride + c] = edge[(r - first_row) * BLOCK_N + c - first_column];
+        }
+        release();
+        free(edge);
+    }
+    free(copy);
+    return failed ? -1 : 0;
+}

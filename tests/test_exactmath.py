@@ -94,6 +94,13 @@ def test_amx_product_is_exact():
         for left, right in ((a, w), (torch.full_like(a, -128), torch.full_like(w, -128))):
             exact = (left.long() @ right[first:first + width].long().t()).to(torch.int32)
             assert torch.equal(native.amx_matmul(left, native.amx_pack(right), first, width), exact)
+    for rows, depth, cols in ((1, 5, 3), (17, 576, 70), (40, 1536, 96)):  # the layer in one call: halves in, floats out
+        halves = torch.randint(-128, 128, (2 * rows, depth), dtype=torch.int8, generator=generator)
+        w = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator)
+        scale, steps = torch.rand(cols, generator=generator), torch.rand(rows, 1, generator=generator)
+        expected = torch.empty(rows, cols)
+        native.dequantize((halves.long() @ w.long().t()).to(torch.int32), scale, steps, expected)
+        assert torch.equal(native.amx_linear(halves, native.amx_pack(w), scale, steps, cols), expected)
 
 
 def test_int_mm_is_used_only_after_its_self_check(monkeypatch):

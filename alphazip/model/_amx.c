@@ -23,6 +23,7 @@
 #define BLOCK_M 32   /* output rows per work item: two tiles of 16 */
 #define BLOCK_N 32   /* output columns per work item: two tiles of 16 */
 #define TILE_BYTES 1024
+#define WEIGHT_GROUP 64 /* column blocks whose weights a linear layer's rows pass over together */
 
 typedef struct {
     uint8_t palette;
@@ -59,10 +60,11 @@ void alphazip_amx_pack(int n, int depth, const int8_t *w, int8_t *packed) {
         }
 }
 
-/* The four output tiles of rows a[0..31] (``stride`` bytes apart) against column tiles ``b`` and
- * ``b`` + one column tile, over ``depth_tiles`` tiles of depth; into ``c`` (int32, ``ldc`` apart). */
-__attribute__((target("amx-tile,amx-int8"))) static void block_product(int depth_tiles, const int8_t *a, long stride,
-                                                                        const int8_t *b, int32_t *c, long ldc) {
+/* The four output tiles of rows a[0..15] and a2[0..15] (``stride`` bytes apart) against column tiles
+ * ``b`` and ``b`` + one column tile, over ``depth_tiles`` tiles of depth; into ``c`` (int32, ``ldc``
+ * apart: a's rows, then a2's). */
+__attribute__((target("amx-tile,amx-int8"))) static void block_product(int depth_tiles, const int8_t *a,
+        const int8_t *a2, long stride, const int8_t *b, int32_t *c, long ldc) {
     const long next_column_tile = (long)depth_tiles * TILE_BYTES;
     _tile_zero(0);
     _tile_zero(1);
@@ -70,7 +72,7 @@ __attribute__((target("amx-tile,amx-int8"))) static void block_product(int depth
     _tile_zero(3);
     for (int t = 0; t < depth_tiles; t++) {
         _tile_loadd(4, a + t * TILE_K, stride);
-        _tile_loadd(5, a + 16 * stride + t * TILE_K, stride);
+        _tile_loadd(5, a2 + t * TILE_K, stride);
         _tile_loadd(6, b + (long)t * TILE_BYTES, 64);
         _tile_loadd(7, b + next_column_tile + (long)t * TILE_BYTES, 64);
         _tile_dpbssd(0, 4, 6);
@@ -128,17 +130,81 @@ int alphazip_amx_matmul(int m, int n, int depth, const int8_t *a, const int8_t *
             const int8_t *a_rows = rows + (long)first_row * padded_depth;
             const int8_t *b = packed + column_block * column_block_bytes;
             if (first_row + BLOCK_M <= m && first_column + BLOCK_N <= n) {
-                block_product(depth_tiles, a_rows, padded_depth, b, out + (long)first_row * out_stride + first_column,
-                              out_stride);
+                block_product(depth_tiles, a_rows, a_rows + 16L * padded_depth, padded_depth, b,
+                              out + (long)first_row * out_stride + first_column, out_stride);
                 continue;
             }
-            block_product(depth_tiles, a_rows, padded_depth, b, edge, BLOCK_N);
+            block_product(depth_tiles, a_rows, a_rows + 16L * padded_depth, padded_depth, b, edge, BLOCK_N);
             for (int r = first_row; r < m && r < first_row + BLOCK_M; r++)
                 for (int c = first_column; c < n && c < first_column + BLOCK_N; c++)
                     out[(long)r * out_stride + c] = edge[(r - first_row) * BLOCK_N + c - first_column];
         }
         release();
         free(edge);
+    }
+    free(copy);
+    return failed ? -1 : 0;
+}
+
+/* One block's float outputs from its highs' and lows' sums (16 rows each, BLOCK_N apart); AVX-512,
+ * which every CPU with AMX has, and no fused multiply-add (-ffp-contract=off). */
+__attribute__((target("arch=x86-64-v4"))) static void combine(int rows, int columns, const int32_t *sums,
+        const float *scale, const float *steps, float *out, long out_stride) {
+    for (int r = 0; r < rows; r++) {
+        const int32_t *highs = sums + r * BLOCK_N, *lows = highs + 16 * BLOCK_N;
+        float *target = out + r * out_stride;
+        const float step = steps[r];
+        for (int c = 0; c < columns; c++) target[c] = (((float)highs[c] * 256.0f + (float)lows[c]) * scale[c]) * step;
+    }
+}
+
+/* QuantLinear in one call (intmm.py; the same bits as alphazip_dequantize after a product): ``halves``
+ * [2m, depth] holds each row's high int8 halves, then its low ones; out [m, n] float32 =
+ * ((high products * 256 + low products) * scale[c]) * steps[r], every operation exactly rounded in
+ * that order. A work item takes 16 rows' highs and lows together, so the int32 sums stay in its
+ * own buffer. Returns 0, or -1 if memory ran out. */
+int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int8_t *packed, const float *scale,
+                        const float *steps, float *out, int threads) {
+    const int depth_tiles = (depth + TILE_K - 1) / TILE_K, padded_depth = depth_tiles * TILE_K;
+    const int row_blocks = (m + 15) / 16, column_blocks = (n + BLOCK_N - 1) / BLOCK_N;
+    const long padded_rows = (long)row_blocks * 16;
+    const int8_t *high = halves, *low = halves + (long)m * depth;
+    int8_t *copy = NULL;
+    if (m % 16 || depth % TILE_K) { /* whole tiles only: zero-padded copies of both halves */
+        copy = calloc((size_t)(2 * padded_rows * padded_depth), 1);
+        if (!copy) return -1;
+        for (long r = 0; r < 2L * m; r++)
+            memcpy(copy + (r < m ? r : padded_rows + r - m) * padded_depth, halves + r * depth, (size_t)depth);
+        high = copy, low = copy + padded_rows * padded_depth;
+    }
+    const long column_block_bytes = 2L * depth_tiles * TILE_BYTES;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if ((long)m * n * depth >= 4L * 1024 * 1024)
+    {
+        int32_t *sums = aligned_alloc(64, sizeof(int32_t) * 32 * BLOCK_N); /* 16 rows of highs, then of lows */
+        if (!sums) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        load_config();
+        /* Columns in groups of WEIGHT_GROUP blocks, every row block within a group: a group's weights
+         * (2,048 columns) stay in the cache while the rows pass over them. */
+        const long per_group = (long)row_blocks * WEIGHT_GROUP;
+        const long items = (column_blocks + WEIGHT_GROUP - 1) / WEIGHT_GROUP * per_group;
+#pragma omp for schedule(static)
+        for (long item = 0; item < items; item++) {
+            const int row_block = (int)(item % per_group / WEIGHT_GROUP);
+            const int column_block = (int)(item / per_group * WEIGHT_GROUP + item % WEIGHT_GROUP);
+            if (!sums || column_block >= column_blocks) continue;
+            const int first_row = row_block * 16, first_column = column_block * BLOCK_N;
+            block_product(depth_tiles, high + (long)first_row * padded_depth, low + (long)first_row * padded_depth,
+                          padded_depth, packed + column_block * column_block_bytes, sums, BLOCK_N);
+            const int rows = m - first_row < 16 ? m - first_row : 16;
+            const int columns = n - first_column < BLOCK_N ? n - first_column : BLOCK_N;
+            combine(rows, columns, sums, scale + first_column, steps + first_row, out + (long)first_row * n + first_column, n);
+        }
+        release();
+        free(sums);
     }
     free(copy);
     return failed ? -1 : 0;

@@ -150,6 +150,8 @@ class QuantLinear:
         out = torch.empty((len(rows), self.out_features), dtype=torch.float32)
         if native.available():  # the same bits in two passes instead of a dozen
             halves, step = native.quantize_split(rows.contiguous(), ACTIVATION_LEVELS)
+            if int_mm_path() == AMX:  # products and scaling in one pass, no int32 products in memory
+                return native.amx_linear(halves, self._packed(), self.scale, step, self.out_features).view(*shape[:-1], -1)
             for block in self._blocks():
                 native.dequantize(self._product(halves, block), self.scale[block], step, out[:, block])
         else:
@@ -162,10 +164,14 @@ class QuantLinear:
         """The int8 ``halves`` times this block of output columns' weights, int32."""
         if int_mm_path() != AMX or not native.available():
             return int_matmul(halves, self.weight_t[:, block])
-        if self._amx_weight is None:  # packed on first use: only processes on AMX pay its memory
-            self._amx_weight = native.amx_pack(self.weight_t.t())
         width = min(block.stop, self.out_features) - block.start
-        return native.amx_matmul(halves, self._amx_weight, block.start, width)
+        return native.amx_matmul(halves, self._packed(), block.start, width)
+
+    def _packed(self) -> torch.Tensor:
+        """The weights in AMX tiles' layout, packed on first use: only processes on AMX pay its memory."""
+        if self._amx_weight is None:
+            self._amx_weight = native.amx_pack(self.weight_t.t())
+        return self._amx_weight
 
     def _blocks(self) -> list[slice]:
         return [slice(start, start + COLUMN_BLOCK) for start in range(0, self.out_features, COLUMN_BLOCK)]

@@ -33,6 +33,7 @@ _SIGNATURES = {
     "alphazip_amx_pack": [_INT, _INT, _POINTER, _POINTER],
     "alphazip_ranks": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
     "alphazip_amx_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
+    "alphazip_amx_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
 }
 
 
@@ -53,6 +54,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
                 function.restype, function.argtypes = None, arguments
             library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
             library.alphazip_amx_matmul.restype = library.alphazip_amx_available.restype = _INT
+            library.alphazip_amx_linear.restype = _INT
             library.alphazip_amx_packed_size.restype, library.alphazip_amx_packed_size.argtypes = _LONG, [_INT, _INT]
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
@@ -183,6 +185,22 @@ def ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     out = torch.empty(len(tokens), dtype=torch.int64)
     _LIBRARY.alphazip_ranks(len(tokens), logits.shape[1], _pointer(logits), _pointer(tokens), _pointer(out),
                             torch.get_num_threads())
+    return out
+
+
+def amx_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor,
+               columns: int) -> torch.Tensor:
+    """A quantized linear layer's output [M, columns] float32 from its int8 ``halves`` [2M, K] (highs,
+    then lows) and steps [M, 1], the packed weights and their scales: the bits of
+    :func:`dequantize` after the halves' products, in one call."""
+    rows, depth = halves.shape[0] // 2, halves.shape[1]
+    assert halves.is_contiguous() and scale.is_contiguous() and steps.is_contiguous()
+    out = torch.empty((rows, columns), dtype=torch.float32)
+    if rows and columns:
+        status = _LIBRARY.alphazip_amx_linear(rows, columns, depth, _pointer(halves), _pointer(packed), _pointer(scale),
+                                              _pointer(steps), _pointer(out), torch.get_num_threads())
+        if status != 0:
+            raise MemoryError("out of memory in the AMX linear layer")
     return out
 
 

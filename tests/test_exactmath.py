@@ -84,23 +84,19 @@ def test_compiled_integer_product_is_exact_in_every_variant(level):
 
 
 @pytest.mark.skipif(not native.available() or not native.amx_available(), reason="no AMX tiles here")
-def test_amx_product_is_exact():
-    """Whole and edge tiles, depths not a multiple of 64, a block of columns from the middle, extremes."""
+def test_amx_linear_gives_the_exact_products_bits():
+    """A linear layer in one AMX call against int64 products then dequantize: whole and edge tiles
+    (rows not a multiple of 16, depths not of 64, columns not of 32), random and extreme halves."""
     generator = torch.Generator().manual_seed(64)
-    for rows, depth, cols, first, width in ((1, 1, 1, 0, 1), (5, 33, 70, 32, 38), (64, 576, 96, 0, 96),
-                                            (82, 1536, 130, 64, 66), (40, 128, 4096, 2048, 2048)):
-        a = torch.randint(-128, 128, (rows, depth), dtype=torch.int8, generator=generator)
-        w = torch.randint(-128, 128, (cols, depth), dtype=torch.int8, generator=generator)
-        for left, right in ((a, w), (torch.full_like(a, -128), torch.full_like(w, -128))):
-            exact = (left.long() @ right[first:first + width].long().t()).to(torch.int32)
-            assert torch.equal(native.amx_matmul(left, native.amx_pack(right), first, width), exact)
-    for rows, depth, cols in ((1, 5, 3), (17, 576, 70), (40, 1536, 96)):  # the layer in one call: halves in, floats out
+    for rows, depth, cols in ((1, 1, 1), (1, 5, 3), (5, 33, 70), (17, 576, 70), (32, 576, 96), (40, 1536, 130),
+                              (20, 128, 4096)):
         halves = torch.randint(-128, 128, (2 * rows, depth), dtype=torch.int8, generator=generator)
         w = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator)
         scale, steps = torch.rand(cols, generator=generator), torch.rand(rows, 1, generator=generator)
-        expected = torch.empty(rows, cols)
-        native.dequantize((halves.long() @ w.long().t()).to(torch.int32), scale, steps, expected)
-        assert torch.equal(native.amx_linear(halves, native.amx_pack(w), scale, steps, cols), expected)
+        for left, right in ((halves, w), (torch.full_like(halves, -128), torch.full_like(w, -127))):
+            expected = torch.empty(rows, cols)
+            native.dequantize((left.long() @ right.long().t()).to(torch.int32), scale, steps, expected)
+            assert torch.equal(native.amx_linear(left, native.amx_pack(right), scale, steps, cols), expected)
 
 
 def test_int_mm_is_used_only_after_its_self_check(monkeypatch):

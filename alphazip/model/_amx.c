@@ -20,7 +20,6 @@
 
 #define TILE_K 64    /* int8 values along the depth per tile row */
 #define TILE_N 16    /* int32 columns of an output tile */
-#define BLOCK_M 32   /* output rows per work item: two tiles of 16 */
 #define BLOCK_N 32   /* output columns per work item: two tiles of 16 */
 #define TILE_BYTES 1024
 #define WEIGHT_GROUP 64 /* column blocks whose weights a linear layer's rows pass over together */
@@ -96,55 +95,6 @@ __attribute__((target("amx-tile"))) static void load_config(void) {
 }
 
 __attribute__((target("amx-tile"))) static void release(void) { _tile_release(); }
-
-/* out [m, n] int32 (rows ``out_stride`` apart) = a [m, depth] int8 times the transpose of the weight
- * rows packed by alphazip_amx_pack (``packed`` may point at a later column tile: a block of columns
- * starting at a multiple of BLOCK_N). Returns 0, or -1 if memory ran out. */
-int alphazip_amx_matmul(int m, int n, int depth, const int8_t *a, const int8_t *packed, int32_t *out,
-                        long out_stride, int threads) {
-    const int depth_tiles = (depth + TILE_K - 1) / TILE_K, padded_depth = depth_tiles * TILE_K;
-    const int row_blocks = (m + BLOCK_M - 1) / BLOCK_M, column_blocks = (n + BLOCK_N - 1) / BLOCK_N;
-    const int8_t *rows = a;
-    int8_t *copy = NULL;
-    if (m % BLOCK_M || depth % TILE_K) { /* whole tiles only: a zero-padded copy */
-        copy = calloc((size_t)row_blocks * BLOCK_M * padded_depth, 1);
-        if (!copy) return -1;
-        for (int r = 0; r < m; r++) memcpy(copy + (long)r * padded_depth, a + (long)r * depth, (size_t)depth);
-        rows = copy;
-    }
-    const long column_block_bytes = 2L * depth_tiles * TILE_BYTES;
-    int failed = 0;
-#pragma omp parallel num_threads(threads)
-    {
-        int32_t *edge = aligned_alloc(64, sizeof(int32_t) * BLOCK_M * BLOCK_N);
-        if (!edge) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        load_config();
-#pragma omp for schedule(static)
-        for (long item = 0; item < (long)row_blocks * column_blocks; item++) {
-            if (!edge) continue;
-            const int row_block = (int)(item / column_blocks), column_block = (int)(item % column_blocks);
-            const int first_row = row_block * BLOCK_M, first_column = column_block * BLOCK_N;
-            const int8_t *a_rows = rows + (long)first_row * padded_depth;
-            const int8_t *b = packed + column_block * column_block_bytes;
-            if (first_row + BLOCK_M <= m && first_column + BLOCK_N <= n) {
-                block_product(depth_tiles, a_rows, a_rows + 16L * padded_depth, padded_depth, b,
-                              out + (long)first_row * out_stride + first_column, out_stride);
-                continue;
-            }
-            block_product(depth_tiles, a_rows, a_rows + 16L * padded_depth, padded_depth, b, edge, BLOCK_N);
-            for (int r = first_row; r < m && r < first_row + BLOCK_M; r++)
-                for (int c = first_column; c < n && c < first_column + BLOCK_N; c++)
-                    out[(long)r * out_stride + c] = edge[(r - first_row) * BLOCK_N + c - first_column];
-        }
-        release();
-        free(edge);
-    }
-    free(copy);
-    return failed ? -1 : 0;
-}
 
 /* One block's float outputs from its highs' and lows' sums (16 rows each, BLOCK_N apart); AVX-512,
  * which every CPU with AMX has, and no fused multiply-add (-ffp-contract=off). */

@@ -210,6 +210,45 @@ static void tile_rows(int rows, int tile, int picked[TILE_ROWS]) {
     for (int r = 0; r < TILE_ROWS; r++) picked[r] = tile + r < rows ? tile + r : rows - 1;
 }
 
+/* s.dots[r][j - begin] for every row r and key j in [begin, end): its query pairs (s.qpairs)
+ * against the keys, TILE_ROWS rows per widened load. */
+static void dot_products(Scratch *s, int rows, int dim, const int8_t *keys, int length, int begin, int end) {
+    const int span = end - begin;
+    for (int tile = 0; tile < rows; tile += TILE_ROWS) {
+        int picked[TILE_ROWS];
+        tile_rows(rows, tile, picked);
+        const int32_t *qp[TILE_ROWS];
+        int32_t *dots[TILE_ROWS];
+        for (int r = 0; r < TILE_ROWS; r++)
+            qp[r] = s->qpairs + (long)picked[r] * (dim / 2), dots[r] = s->dots + (long)picked[r] * span;
+        qk_tile(dim / 2, qp, keys, length, begin, end, dots);
+    }
+}
+
+/* s.acc[r][d]: every row's integer weights (s.levels, ``span`` a row, indexed from key ``begin``)
+ * times the values over key pairs [first_pair, last_pair), summed in int32 over pieces of
+ * SUM_PIECE keys, then in int64. */
+static void weighted_sums(Scratch *s, int rows, int dim, void (*av)(AV_TILE_PARAMETERS), const int8_t *values,
+                          int first_pair, int last_pair, int span, int begin) {
+    memset(s->acc, 0, sizeof(int64_t) * (size_t)rows * dim);
+    for (int piece = first_pair; piece < last_pair; piece += SUM_PIECE / 2) {
+        const int piece_end = piece + SUM_PIECE / 2 < last_pair ? piece + SUM_PIECE / 2 : last_pair;
+        memset(s->acc32, 0, sizeof(int32_t) * (size_t)rows * dim);
+        for (int tile = 0; tile < rows; tile += TILE_ROWS) {
+            int picked[TILE_ROWS];
+            tile_rows(rows, tile, picked);
+            const int16_t *levels[TILE_ROWS];
+            int32_t *acc[TILE_ROWS];
+            for (int r = 0; r < TILE_ROWS; r++) { /* a repeated row's sums go to spare, not added twice */
+                levels[r] = s->levels + (long)picked[r] * span - begin;
+                acc[r] = tile + r < rows ? s->acc32 + (long)picked[r] * dim : s->spare + (long)r * dim;
+            }
+            av(dim, levels, values, piece, piece_end, acc);
+        }
+        for (long k = 0; k < (long)rows * dim; k++) s->acc[k] += s->acc32[k];
+    }
+}
+
 /* Attention of every query row of every (sequence, kv head) pair.
  *
  * q          int8  [batch, kv_heads, group, count, dim]   queries' int8 values
@@ -268,15 +307,7 @@ int alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int 
             }
             /* Dot products over whole vectors of keys around low..high (inside the cache's length). */
             const int begin = low / lanes * lanes, end = (high + lanes) / lanes * lanes, span = end - begin;
-            for (int tile = 0; tile < rows; tile += TILE_ROWS) {
-                int picked[TILE_ROWS];
-                tile_rows(rows, tile, picked);
-                const int32_t *qp[TILE_ROWS];
-                int32_t *dots[TILE_ROWS];
-                for (int r = 0; r < TILE_ROWS; r++)
-                    qp[r] = s.qpairs + (long)picked[r] * (dim / 2), dots[r] = s.dots + (long)picked[r] * span;
-                qk_tile(dim / 2, qp, pair_keys, length, begin, end, dots);
-            }
+            dot_products(&s, rows, dim, pair_keys, length, begin, end);
             /* Each row's softmax; its weights as integers over the key pairs low / 2 .. high / 2, zero
              * outside its own keys (those pairs lie within begin..end). */
             const int first_pair = low / 2, last_pair = high / 2 + 1;
@@ -289,24 +320,7 @@ int alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int 
                                          vstep + firsts[r], constants, s.row, s.ints, levels + firsts[r],
                                          s.weight_top + r);
             }
-            /* Weighted sums of values, in int32 over pieces of SUM_PIECE keys, then int64. */
-            memset(s.acc, 0, sizeof(int64_t) * (size_t)rows * dim);
-            for (int piece = first_pair; piece < last_pair; piece += SUM_PIECE / 2) {
-                const int piece_end = piece + SUM_PIECE / 2 < last_pair ? piece + SUM_PIECE / 2 : last_pair;
-                memset(s.acc32, 0, sizeof(int32_t) * (size_t)rows * dim);
-                for (int tile = 0; tile < rows; tile += TILE_ROWS) {
-                    int picked[TILE_ROWS];
-                    tile_rows(rows, tile, picked);
-                    const int16_t *levels[TILE_ROWS];
-                    int32_t *acc[TILE_ROWS];
-                    for (int r = 0; r < TILE_ROWS; r++) { /* a repeated row's sums go to spare, not added twice */
-                        levels[r] = s.levels + (long)picked[r] * span - begin;
-                        acc[r] = tile + r < rows ? s.acc32 + (long)picked[r] * dim : s.spare + (long)r * dim;
-                    }
-                    av(dim, levels, pair_values, piece, piece_end, acc);
-                }
-                for (long k = 0; k < (long)rows * dim; k++) s.acc[k] += s.acc32[k];
-            }
+            weighted_sums(&s, rows, dim, av, pair_values, first_pair, last_pair, span, begin);
             for (int r = 0; r < rows; r++) {
                 const double factor = ((double)s.weight_top[r] / (double)levels_max) / ((double)s.units[r] / (double)unit);
                 float *target = out + heads[r] * dim;

@@ -35,7 +35,7 @@ ACTIVATION_LEVELS = 127 * 256 + 127
 # Output columns per integer product: a wide product's int32 result outgrows the caches (the
 # default model's LM head, 2,048 x 49,152: 155 ms whole, 54 ms in blocks of 4,096; its 3,072-wide
 # gate/up: 7.7 ms whole, 3.6 ms in blocks of 2,048; measured on the AMX Xeon).
-COLUMN_BLOCK = 2048  # a multiple of native.AMX_COLUMN_BLOCK
+COLUMN_BLOCK = 2048
 
 def exact_f32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for float tensors holding integers of magnitude <= 128 (batched dims allowed),
@@ -99,11 +99,10 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     path = _path()
     if path in (AMX, "compiled kernel") and not native.available():  # turned off since (tests do)
         path = "float32 pieces"
-    if path == AMX:  # packs ``b`` each call: linear layers keep theirs packed (QuantLinear)
-        return native.amx_matmul(a.contiguous(), native.amx_pack(b.t()), 0, b.shape[1])
     if path == "torch._int_mm":
         return torch._int_mm(a, b)
-    if path == "compiled kernel" and a.shape[1] <= native.INT_MATMUL_DEPTH:
+    # AMX multiplies packed weights (QuantLinear keeps them); a single product takes the compiled kernel.
+    if path in (AMX, "compiled kernel") and a.shape[1] <= native.INT_MATMUL_DEPTH:
         return native.int_matmul(a.contiguous(), b.t().contiguous())  # b: a weight's transpose, its rows contiguous
     return _fallback_int_mm(a, b)
 
@@ -153,19 +152,12 @@ class QuantLinear:
             if int_mm_path() == AMX:  # products and scaling in one pass, no int32 products in memory
                 return native.amx_linear(halves, self._packed(), self.scale, step, self.out_features).view(*shape[:-1], -1)
             for block in self._blocks():
-                native.dequantize(self._product(halves, block), self.scale[block], step, out[:, block])
+                native.dequantize(int_matmul(halves, self.weight_t[:, block]), self.scale[block], step, out[:, block])
         else:
             halves, step = self.split(*quantize_rows(rows, ACTIVATION_LEVELS))
             for block in self._blocks():
                 out[:, block] = self.combine(int_matmul(halves, self.weight_t[:, block]), self.scale[block], step)
         return out.view(*shape[:-1], -1)
-
-    def _product(self, halves: torch.Tensor, block: slice) -> torch.Tensor:
-        """The int8 ``halves`` times this block of output columns' weights, int32."""
-        if int_mm_path() != AMX or not native.available():
-            return int_matmul(halves, self.weight_t[:, block])
-        width = min(block.stop, self.out_features) - block.start
-        return native.amx_matmul(halves, self._packed(), block.start, width)
 
     def _packed(self) -> torch.Tensor:
         """The weights in AMX tiles' layout, packed on first use: only processes on AMX pay its memory."""

@@ -32,7 +32,6 @@ _SIGNATURES = {
     "alphazip_rope_quantize": [_INT] * 7 + [_POINTER] * 3 + [_FLOAT] + [_POINTER] * 6 + [_INT],
     "alphazip_amx_pack": [_INT, _INT, _POINTER, _POINTER],
     "alphazip_ranks": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
-    "alphazip_amx_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
     "alphazip_amx_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
 }
 
@@ -53,8 +52,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
                 function = getattr(library, name)
                 function.restype, function.argtypes = None, arguments
             library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
-            library.alphazip_amx_matmul.restype = library.alphazip_amx_available.restype = _INT
-            library.alphazip_amx_linear.restype = _INT
+            library.alphazip_amx_linear.restype = library.alphazip_amx_available.restype = _INT
             library.alphazip_amx_packed_size.restype, library.alphazip_amx_packed_size.argtypes = _LONG, [_INT, _INT]
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
@@ -140,6 +138,9 @@ def int_matmul(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
+_AMX: bool | None = None  # whether AMX tiles are usable here, found on first ask
+
+
 def amx_available() -> bool:
     """Whether AMX tiles multiply here: the CPU has AMX-INT8, the kernel lets us use it, and the
     instruction-set setting is AVX-512 (so that acting as another CPU also leaves them out)."""
@@ -149,43 +150,13 @@ def amx_available() -> bool:
     return _AMX
 
 
-_AMX: bool | None = None
-
-
 def amx_pack(weight: torch.Tensor) -> torch.Tensor:
-    """int8 weight rows [N, K] in the AMX tiles' layout (_amx.c), for :func:`amx_matmul`."""
+    """int8 weight rows [N, K] in the AMX tiles' layout (_amx.c), for :func:`amx_linear`."""
     rows, depth = weight.shape
     weight = weight.contiguous()  # held until the call returns
     packed = torch.empty(_LIBRARY.alphazip_amx_packed_size(rows, depth), dtype=torch.int8)
     _LIBRARY.alphazip_amx_pack(rows, depth, _pointer(weight), _pointer(packed))
     return packed
-
-
-AMX_COLUMN_BLOCK = 32  # a column block of packed weights starts at a multiple of this
-
-
-def amx_matmul(a: torch.Tensor, packed: torch.Tensor, first: int, columns: int) -> torch.Tensor:
-    """Exact ``a @ weight[first:first + columns].T`` as int32 for int8 ``a`` [M, K] and the weight
-    packed by :func:`amx_pack` (``first`` a multiple of AMX_COLUMN_BLOCK)."""
-    rows, depth = a.shape
-    assert first % AMX_COLUMN_BLOCK == 0 and a.is_contiguous()
-    out = torch.empty((rows, columns), dtype=torch.int32)
-    offset = first // 16 * -(-depth // 64) * 1024  # column tiles of 16 before ``first``, each of whole depth tiles
-    if rows and columns:
-        status = _LIBRARY.alphazip_amx_matmul(rows, columns, depth, _pointer(a), packed.data_ptr() + offset,
-                                              _pointer(out), out.stride(0), torch.get_num_threads())
-        if status != 0:
-            raise MemoryError("out of memory in the AMX integer product")
-    return out
-
-
-def ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """What ``ranks.ranks_of`` computes for float32 ``logits`` [R, V] and int64 ``tokens`` [R], in one pass a row."""
-    logits, tokens = logits.contiguous(), tokens.contiguous()  # held until the call returns
-    out = torch.empty(len(tokens), dtype=torch.int64)
-    _LIBRARY.alphazip_ranks(len(tokens), logits.shape[1], _pointer(logits), _pointer(tokens), _pointer(out),
-                            torch.get_num_threads())
-    return out
 
 
 def amx_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor,
@@ -201,6 +172,15 @@ def amx_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, 
                                               _pointer(steps), _pointer(out), torch.get_num_threads())
         if status != 0:
             raise MemoryError("out of memory in the AMX linear layer")
+    return out
+
+
+def ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """What ``ranks.ranks_of`` computes for float32 ``logits`` [R, V] and int64 ``tokens`` [R], in one pass a row."""
+    logits, tokens = logits.contiguous(), tokens.contiguous()  # held until the call returns
+    out = torch.empty(len(tokens), dtype=torch.int64)
+    _LIBRARY.alphazip_ranks(len(tokens), logits.shape[1], _pointer(logits), _pointer(tokens), _pointer(out),
+                            torch.get_num_threads())
     return out
 
 

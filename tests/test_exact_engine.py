@@ -115,9 +115,16 @@ def test_the_kernel_is_built_where_a_compiler_is():
 
 
 @pytest.mark.skipif(not native.available(), reason="the compiled attention kernel was not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
 @pytest.mark.parametrize("segment", [1, 64])
-def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, segment):
-    with_kernel = stepped(engine, tokens, segment)
+def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, segment, level):
+    """Every kernel of a forward pass (norms, RoPE and quantization, attention, products, gates) in
+    its SSE2, AVX2 and AVX-512 builds against the torch path."""
+    try:
+        native._LIBRARY.alphazip_select_isa(level)
+        with_kernel = stepped(engine, tokens, segment)
+    finally:
+        native._LIBRARY.alphazip_select_isa(native._ISA)
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(stepped(engine, tokens, segment), with_kernel)
 

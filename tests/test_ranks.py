@@ -45,3 +45,31 @@ def test_compiled_ranks_follow_the_torch_path_in_every_variant(level, monkeypatc
         native._LIBRARY.alphazip_select_isa(native._ISA)
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(compiled, ranks_of(logits, tokens))
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_compiled_token_lookup_follows_the_torch_path_in_every_variant(level, monkeypatch):
+    generator = torch.Generator().manual_seed(10 + level)
+    logits = torch.randint(-3, 4, (60, 1003), generator=generator).float() / 2  # ties everywhere, a ragged width
+    logits[0] = -0.0  # equal to 0.0
+    logits[1, ::2] = 0.0
+    logits[2] = torch.arange(1003).float()  # rising: every logit enters the kept ones
+    logits[3:30] = torch.randn(27, 1003, generator=generator)  # no ties
+    ranks = torch.randint(0, 1003, (60,), generator=generator)  # deep ranks: bisection
+    ranks[::3] = torch.randint(0, 64, (20,), generator=generator)  # shallow ranks: one pass
+    ranks[4], ranks[5], ranks[6] = 0, 63, 64  # the edges of the two ways
+    try:
+        native._LIBRARY.alphazip_select_isa(level)
+        compiled = tokens_at(logits, ranks)
+    finally:
+        native._LIBRARY.alphazip_select_isa(native._ISA)
+    assert torch.equal(ranks_of(logits, compiled), ranks)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    assert torch.equal(compiled, tokens_at(logits, ranks))
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+def test_a_rank_beyond_the_logits_is_refused():
+    with pytest.raises(ValueError, match="beyond"):
+        tokens_at(torch.zeros(2, 4), torch.tensor([1, 4]))

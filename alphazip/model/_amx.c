@@ -23,6 +23,7 @@
 #define BLOCK_N 32   /* output columns per work item: two tiles of 16 */
 #define TILE_BYTES 1024
 #define WEIGHT_GROUP 64 /* column blocks whose weights a linear layer's rows pass over together */
+#define FEW_ROW_BLOCKS 4 /* up to this many blocks of 16 rows, each column block meets them all in turn */
 
 typedef struct {
     uint8_t palette;
@@ -138,13 +139,17 @@ int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int
         }
         load_config();
         /* Columns in groups of WEIGHT_GROUP blocks, every row block within a group: a group's weights
-         * (2,048 columns) stay in the cache while the rows pass over them. */
+         * (2,048 columns) stay in the cache while the rows pass over them. A few rows (stepping) go
+         * the other way round: each column block's weights, once loaded, meet every row block. */
+        const int few_rows = row_blocks <= FEW_ROW_BLOCKS;
         const long per_group = (long)row_blocks * WEIGHT_GROUP;
-        const long items = (column_blocks + WEIGHT_GROUP - 1) / WEIGHT_GROUP * per_group;
+        const long items = few_rows ? (long)column_blocks * row_blocks
+                                    : (column_blocks + WEIGHT_GROUP - 1) / WEIGHT_GROUP * per_group;
 #pragma omp for schedule(static)
         for (long item = 0; item < items; item++) {
-            const int row_block = (int)(item % per_group / WEIGHT_GROUP);
-            const int column_block = (int)(item / per_group * WEIGHT_GROUP + item % WEIGHT_GROUP);
+            const int row_block = few_rows ? (int)(item % row_blocks) : (int)(item % per_group / WEIGHT_GROUP);
+            const int column_block = few_rows ? (int)(item / row_blocks)
+                                              : (int)(item / per_group * WEIGHT_GROUP + item % WEIGHT_GROUP);
             if (!sums || column_block >= column_blocks) continue;
             const int first_row = row_block * 16, first_column = column_block * BLOCK_N;
             block_product(depth_tiles, high + (long)first_row * padded_depth, low + (long)first_row * padded_depth,

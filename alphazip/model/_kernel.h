@@ -24,31 +24,24 @@ static inline float power_of_two(int k) {
 }
 
 /* Without fast-math GCC does not vectorize a float reduction (it may not reorder it); kept in
- * LANES separate lanes, the loop vectorizes, and a maximum is the same in any order. */
+ * LANES separate lanes, a loop of counts or integer sums vectorizes. */
 #define LANES 16
 
-/* The largest of x[0..n-1] (n >= 1). */
+/* The largest of x[0..n-1] (n >= 1, no NaN). A maximum is the same value in any order, so the
+ * loop may be reordered (omp simd); only the sign of a zero maximum could follow the order, and
+ * adding +0 makes it +0 (every caller subtracts it, where a zero's sign changes nothing). */
 static inline float largest(const float *x, int n) {
-    float lanes[LANES];
-    for (int l = 0; l < LANES; l++) lanes[l] = x[0];
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
-    for (; j < n; j++) lanes[0] = x[j] > lanes[0] ? x[j] : lanes[0];
-    float top = lanes[0];
-    for (int l = 1; l < LANES; l++) top = lanes[l] > top ? lanes[l] : top;
-    return top;
+    float top = x[0];
+#pragma omp simd reduction(max : top)
+    for (int j = 0; j < n; j++) top = x[j] > top ? x[j] : top;
+    return top + 0.0f;
 }
 
-/* The largest |x[0..n-1]| (n >= 0); 0 for an empty or zero row. */
+/* The largest |x[0..n-1]| (n >= 0, no NaN); 0 for an empty or zero row. */
 static inline float largest_magnitude(const float *x, int n) {
-    float lanes[LANES] = {0.0f};
-    int j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) lanes[l] = fabsf(x[j + l]) > lanes[l] ? fabsf(x[j + l]) : lanes[l];
-    for (; j < n; j++) lanes[0] = fabsf(x[j]) > lanes[0] ? fabsf(x[j]) : lanes[0];
-    float top = lanes[0];
-    for (int l = 1; l < LANES; l++) top = lanes[l] > top ? lanes[l] : top;
+    float top = 0.0f;
+#pragma omp simd reduction(max : top)
+    for (int j = 0; j < n; j++) top = fabsf(x[j]) > top ? fabsf(x[j]) : top;
     return top;
 }
 

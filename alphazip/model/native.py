@@ -28,6 +28,7 @@ _SIGNATURES = {
     "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 9,
     "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
     "alphazip_int_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
+    "alphazip_tokens_at": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
     "alphazip_rms_norm": [_LONG, _INT, _POINTER, _POINTER, ctypes.c_double, _POINTER, _INT],
     "alphazip_rope_quantize": [_INT] * 7 + [_POINTER] * 3 + [_FLOAT] + [_POINTER] * 6 + [_INT],
     "alphazip_amx_pack": [_INT, _INT, _POINTER, _POINTER],
@@ -181,6 +182,16 @@ def ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     out = torch.empty(len(tokens), dtype=torch.int64)
     _LIBRARY.alphazip_ranks(len(tokens), logits.shape[1], _pointer(logits), _pointer(tokens), _pointer(out),
                             torch.get_num_threads())
+    return out
+
+
+def tokens_at(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """What ``ranks.tokens_at`` computes for float32 ``logits`` [R, V] and int64 ``ranks`` [R] (each
+    below V; -1 where not): the token holding each rank, by counting passes over its row."""
+    logits, ranks = logits.contiguous(), ranks.contiguous()  # held until the call returns
+    out = torch.empty(len(ranks), dtype=torch.int64)
+    _LIBRARY.alphazip_tokens_at(len(ranks), logits.shape[1], _pointer(logits), _pointer(ranks), _pointer(out),
+                                torch.get_num_threads())
     return out
 
 

@@ -115,11 +115,11 @@ def test_the_kernel_is_built_where_a_compiler_is():
 
 
 @pytest.mark.skipif(not native.available(), reason="the compiled attention kernel was not built")
-@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
 @pytest.mark.parametrize("segment", [1, 64])
 def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, segment, level):
     """Every kernel of a forward pass (norms, RoPE and quantization, attention, products, gates) in
-    its SSE2, AVX2 and AVX-512 builds against the torch path."""
+    its SSE2, AVX2, AVX-512 and AVX-512 VNNI builds against the torch path."""
     try:
         native._LIBRARY.alphazip_select_isa(level)
         with_kernel = stepped(engine, tokens, segment)
@@ -139,7 +139,7 @@ def torch_attention(q, row_scale, start, window, cache):
 
 
 @pytest.mark.skipif(not native.available(), reason="the compiled attention kernel was not built")
-@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
 @pytest.mark.parametrize(("group", "dim", "length", "start", "count", "window"), [
     (3, 64, 128, 0, 64, None),  # packing: whole tiles of positions
     (3, 64, 1088, 1000, 1, None),  # a step far into the cache
@@ -149,7 +149,8 @@ def torch_attention(q, row_scale, start, window, cache):
     (1, 6, 64, 0, 64, None),  # a head dimension no variant's lanes divide
 ])
 def test_attention_kernel_gives_the_torch_bits_in_every_variant(level, group, dim, length, start, count, window):
-    """The SSE2, AVX2 and AVX-512 tiles of keys and values against the torch path, random and extreme integers."""
+    """The SSE2, AVX2, AVX-512 and AVX-512 VNNI tiles of keys and values against the torch path, random and
+    extreme integers."""
     generator = torch.Generator().manual_seed(level * 100 + dim)
     batch, kv_heads = 2, 2
     cache = ExactCache([torch.randint(-127, 128, (batch, kv_heads, dim // 2, length, 2), dtype=torch.int8, generator=generator)],

@@ -62,15 +62,20 @@ void alphazip_amx_pack(int n, int depth, const int8_t *w, int8_t *packed) {
 
 /* The four output tiles of rows a[0..15] and a2[0..15] (``stride`` bytes apart) against column tiles
  * ``b`` and ``b`` + one column tile, over ``depth_tiles`` tiles of depth; into ``c`` (int32, ``ldc``
- * apart: a's rows, then a2's). */
+ * apart: a's rows, then a2's). If ``upcoming`` is not NULL, the next block's weights (as many bytes
+ * as this block's) are fetched into the cache meanwhile: a tile load waits for its memory, so
+ * weights coming from memory would otherwise be read one tile at a time. */
 __attribute__((target("amx-tile,amx-int8"))) static void block_product(int depth_tiles, const int8_t *a,
-        const int8_t *a2, long stride, const int8_t *b, int32_t *c, long ldc) {
+        const int8_t *a2, long stride, const int8_t *b, int32_t *c, long ldc, const int8_t *upcoming) {
     const long next_column_tile = (long)depth_tiles * TILE_BYTES;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     for (int t = 0; t < depth_tiles; t++) {
+        if (upcoming)
+            for (int line = 0; line < 2 * TILE_BYTES; line += 64)
+                _mm_prefetch((const char *)upcoming + 2L * t * TILE_BYTES + line, _MM_HINT_T0);
         _tile_loadd(4, a + t * TILE_K, stride);
         _tile_loadd(5, a2 + t * TILE_K, stride);
         _tile_loadd(6, b + (long)t * TILE_BYTES, 64);
@@ -152,8 +157,12 @@ int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int
                                               : (int)(item / per_group * WEIGHT_GROUP + item % WEIGHT_GROUP);
             if (!sums || column_block >= column_blocks) continue;
             const int first_row = row_block * 16, first_column = column_block * BLOCK_N;
+            /* The first row block to meet a column block fetches the next one's weights (the others
+             * find them in the cache). */
+            const int8_t *upcoming = row_block == 0 && column_block + 1 < column_blocks
+                                     ? packed + (column_block + 1) * column_block_bytes : NULL;
             block_product(depth_tiles, high + (long)first_row * padded_depth, low + (long)first_row * padded_depth,
-                          padded_depth, packed + column_block * column_block_bytes, sums, BLOCK_N);
+                          padded_depth, packed + column_block * column_block_bytes, sums, BLOCK_N, upcoming);
             const int rows = m - first_row < 16 ? m - first_row : 16;
             const int columns = n - first_column < BLOCK_N ? n - first_column : BLOCK_N;
             combine(rows, columns, sums, scale + first_column, steps + first_row, out + (long)first_row * n + first_column, n);

@@ -53,37 +53,58 @@ static inline float exp2_exact(float y, const float *c) {
 #define AV_TILE_PARAMETERS int dim, const int16_t *const *levels, const int8_t *values, int first_pair, \
     int last_pair, int32_t *const *acc
 
-#define TILES(SUFFIX, TARGET, VEC, LANES_32, ZERO, SET1, WIDEN, MADD, ADD, LOAD, STORE)                        \
+/* Each row's sum goes in two accumulators, even and odd steps, added at the end (integers: the same
+ * sum): a multiply-add into its own sum (VNNI) takes several cycles, and four chains of it would
+ * wait on themselves. */
+#define FOUR_ROWS(ACC, MADD_ADD, SET1, PAIRS, INDEX, VECTOR)                                                  \
+    ACC##0 = MADD_ADD(ACC##0, SET1(PAIRS(0, INDEX)), VECTOR);                                                \
+    ACC##1 = MADD_ADD(ACC##1, SET1(PAIRS(1, INDEX)), VECTOR);                                                \
+    ACC##2 = MADD_ADD(ACC##2, SET1(PAIRS(2, INDEX)), VECTOR);                                                \
+    ACC##3 = MADD_ADD(ACC##3, SET1(PAIRS(3, INDEX)), VECTOR);
+#define QUERY_PAIR(r, p) qpairs[r][p]
+#define LEVEL_PAIR(r, jp) level_pair(levels[r], jp)
+
+#define TILES(SUFFIX, TARGET, VEC, LANES_32, ZERO, SET1, WIDEN, MADD_ADD, ADD, LOAD, STORE)                   \
     TARGET static void qk_tile_##SUFFIX(QK_TILE_PARAMETERS) {                                               \
         for (int j = begin; j < end; j += LANES_32) {                                                        \
-            VEC acc0 = ZERO, acc1 = ZERO, acc2 = ZERO, acc3 = ZERO;                                          \
-            for (int p = 0; p < pairs; p++) {                                                                \
+            VEC even0 = ZERO, even1 = ZERO, even2 = ZERO, even3 = ZERO;                                      \
+            VEC odd0 = ZERO, odd1 = ZERO, odd2 = ZERO, odd3 = ZERO;                                          \
+            int p = 0;                                                                                       \
+            for (; p + 1 < pairs; p += 2) {                                                                  \
                 const VEC k = WIDEN(keys + ((long)p * length + j) * 2);                                      \
-                acc0 = ADD(acc0, MADD(SET1(qpairs[0][p]), k));                                               \
-                acc1 = ADD(acc1, MADD(SET1(qpairs[1][p]), k));                                               \
-                acc2 = ADD(acc2, MADD(SET1(qpairs[2][p]), k));                                               \
-                acc3 = ADD(acc3, MADD(SET1(qpairs[3][p]), k));                                               \
+                const VEC k_next = WIDEN(keys + ((long)(p + 1) * length + j) * 2);                           \
+                FOUR_ROWS(even, MADD_ADD, SET1, QUERY_PAIR, p, k)                                            \
+                FOUR_ROWS(odd, MADD_ADD, SET1, QUERY_PAIR, p + 1, k_next)                                    \
             }                                                                                                \
-            STORE(dots[0] + j - begin, acc0);                                                                \
-            STORE(dots[1] + j - begin, acc1);                                                                \
-            STORE(dots[2] + j - begin, acc2);                                                                \
-            STORE(dots[3] + j - begin, acc3);                                                                \
+            if (p < pairs) {                                                                                 \
+                const VEC k = WIDEN(keys + ((long)p * length + j) * 2);                                      \
+                FOUR_ROWS(even, MADD_ADD, SET1, QUERY_PAIR, p, k)                                            \
+            }                                                                                                \
+            STORE(dots[0] + j - begin, ADD(even0, odd0));                                                    \
+            STORE(dots[1] + j - begin, ADD(even1, odd1));                                                    \
+            STORE(dots[2] + j - begin, ADD(even2, odd2));                                                    \
+            STORE(dots[3] + j - begin, ADD(even3, odd3));                                                    \
         }                                                                                                    \
     }                                                                                                        \
     TARGET static void av_tile_##SUFFIX(AV_TILE_PARAMETERS) {                                               \
         for (int d = 0; d < dim; d += LANES_32) {                                                            \
-            VEC acc0 = LOAD(acc[0] + d), acc1 = LOAD(acc[1] + d), acc2 = LOAD(acc[2] + d), acc3 = LOAD(acc[3] + d); \
-            for (int jp = first_pair; jp < last_pair; jp++) {                                                \
+            VEC even0 = LOAD(acc[0] + d), even1 = LOAD(acc[1] + d), even2 = LOAD(acc[2] + d), even3 = LOAD(acc[3] + d); \
+            VEC odd0 = ZERO, odd1 = ZERO, odd2 = ZERO, odd3 = ZERO;                                          \
+            int jp = first_pair;                                                                             \
+            for (; jp + 1 < last_pair; jp += 2) {                                                            \
                 const VEC v = WIDEN(values + ((long)jp * dim + d) * 2);                                      \
-                acc0 = ADD(acc0, MADD(SET1(level_pair(levels[0], jp)), v));                                  \
-                acc1 = ADD(acc1, MADD(SET1(level_pair(levels[1], jp)), v));                                  \
-                acc2 = ADD(acc2, MADD(SET1(level_pair(levels[2], jp)), v));                                  \
-                acc3 = ADD(acc3, MADD(SET1(level_pair(levels[3], jp)), v));                                  \
+                const VEC v_next = WIDEN(values + ((long)(jp + 1) * dim + d) * 2);                           \
+                FOUR_ROWS(even, MADD_ADD, SET1, LEVEL_PAIR, jp, v)                                           \
+                FOUR_ROWS(odd, MADD_ADD, SET1, LEVEL_PAIR, jp + 1, v_next)                                   \
             }                                                                                                \
-            STORE(acc[0] + d, acc0);                                                                         \
-            STORE(acc[1] + d, acc1);                                                                         \
-            STORE(acc[2] + d, acc2);                                                                         \
-            STORE(acc[3] + d, acc3);                                                                         \
+            if (jp < last_pair) {                                                                            \
+                const VEC v = WIDEN(values + ((long)jp * dim + d) * 2);                                      \
+                FOUR_ROWS(even, MADD_ADD, SET1, LEVEL_PAIR, jp, v)                                           \
+            }                                                                                                \
+            STORE(acc[0] + d, ADD(even0, odd0));                                                             \
+            STORE(acc[1] + d, ADD(even1, odd1));                                                             \
+            STORE(acc[2] + d, ADD(even2, odd2));                                                             \
+            STORE(acc[3] + d, ADD(even3, odd3));                                                             \
         }                                                                                                    \
     }
 
@@ -101,21 +122,30 @@ static inline __m128i widen_sse2(const int8_t *p) {
 }
 #define LOAD_SSE2(p) _mm_loadu_si128((const __m128i *)(p))
 #define STORE_SSE2(p, v) _mm_storeu_si128((__m128i *)(p), v)
-TILES(baseline, , __m128i, 4, _mm_setzero_si128(), _mm_set1_epi32, widen_sse2, _mm_madd_epi16, _mm_add_epi32,
-      LOAD_SSE2, STORE_SSE2)
+#define MADD_ADD_SSE2(acc, a, b) _mm_add_epi32(acc, _mm_madd_epi16(a, b))
+TILES(baseline, , __m128i, 4, _mm_setzero_si128(), _mm_set1_epi32, widen_sse2, MADD_ADD_SSE2, _mm_add_epi32, LOAD_SSE2,
+      STORE_SSE2)
 
 #define TARGET_AVX2 __attribute__((target("avx2")))
 #define WIDEN_AVX2(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
 #define LOAD_AVX2(p) _mm256_loadu_si256((const __m256i *)(p))
 #define STORE_AVX2(p, v) _mm256_storeu_si256((__m256i *)(p), v)
-TILES(avx2, TARGET_AVX2, __m256i, 8, _mm256_setzero_si256(), _mm256_set1_epi32, WIDEN_AVX2, _mm256_madd_epi16,
+#define MADD_ADD_AVX2(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+TILES(avx2, TARGET_AVX2, __m256i, 8, _mm256_setzero_si256(), _mm256_set1_epi32, WIDEN_AVX2, MADD_ADD_AVX2,
       _mm256_add_epi32, LOAD_AVX2, STORE_AVX2)
 
 #define TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define WIDEN_V4(p) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p)))
 #define LOAD_V4(p) _mm512_loadu_si512((const void *)(p))
 #define STORE_V4(p, v) _mm512_storeu_si512((void *)(p), v)
-TILES(v4, TARGET_V4, __m512i, 16, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, _mm512_madd_epi16,
+#define MADD_ADD_V4(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+TILES(v4, TARGET_V4, __m512i, 16, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, MADD_ADD_V4, _mm512_add_epi32,
+      LOAD_V4, STORE_V4)
+
+/* AVX-512 VNNI: VPDPWSSD adds the two int16 products of each lane to its int32 sum in one instruction
+ * (wrapping, not saturating: the same integer as the multiply-add and the add above). */
+#define TARGET_VNNI __attribute__((target("arch=x86-64-v4,avx512vnni")))
+TILES(vnni, TARGET_VNNI, __m512i, 16, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, _mm512_dpwssd_epi32,
       _mm512_add_epi32, LOAD_V4, STORE_V4)
 
 static void (*qk_tile)(QK_TILE_PARAMETERS) = qk_tile_baseline;
@@ -469,16 +499,20 @@ static void (*frequencies_rows)(FREQUENCIES_PARAMETERS) = frequencies_baseline;
 void alphazip_int_matmul_select_isa(int level); /* _intmm.c and _rows.c, built into the same library */
 void alphazip_rows_select_isa(int level);
 
-/* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), lowered to what
- * this CPU has. Returns the level in use. */
+/* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), 3 the same with
+ * VNNI for attention's integer products, lowered to what this CPU has. Returns the level in use;
+ * the other kernels take 3 as 2. */
 int alphazip_select_isa(int level) {
     __builtin_cpu_init();
+    if (level >= 3 && !__builtin_cpu_supports("avx512vnni")) level = 2;
     if (level >= 2 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
                         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
         level = 1;
     if (level >= 1 && !__builtin_cpu_supports("avx2")) level = 0;
-    qk_tile = level == 2 ? qk_tile_v4 : level == 1 ? qk_tile_avx2 : qk_tile_baseline;
-    av_tile = level == 2 ? av_tile_v4 : level == 1 ? av_tile_avx2 : av_tile_baseline;
+    const int vnni = level == 3;
+    level = vnni ? 2 : level;
+    qk_tile = vnni ? qk_tile_vnni : level == 2 ? qk_tile_v4 : level == 1 ? qk_tile_avx2 : qk_tile_baseline;
+    av_tile = vnni ? av_tile_vnni : level == 2 ? av_tile_v4 : level == 1 ? av_tile_avx2 : av_tile_baseline;
     softmax_row = level == 2 ? softmax_v4 : level == 1 ? softmax_avx2 : softmax_baseline;
     tile_lanes = level == 2 ? 16 : level == 1 ? 8 : 4;
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
@@ -486,7 +520,7 @@ int alphazip_select_isa(int level) {
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
     alphazip_int_matmul_select_isa(level);
     alphazip_rows_select_isa(level);
-    return level;
+    return vnni ? 3 : level;
 }
 
 void alphazip_gate(long count, int kind, const float *gate, const float *up, float *out, const float *constants,

@@ -39,11 +39,11 @@ _SIGNATURES = {
 
 # The kernels' variant follows torch's own instruction-set choice, which ATEN_CPU_CAPABILITY
 # lowers: so the settings that make torch act as another CPU exercise the kernels' variants too.
-_ISA_LEVELS = {"DEFAULT": 0, "AVX2": 1, "AVX512": 2}
+_ISA_LEVELS = {"DEFAULT": 0, "AVX2": 1, "AVX512": 3}  # 3: AVX-512 with VNNI where the CPU has it, else 2
 
 
 def _load() -> tuple[ctypes.CDLL | None, int | None]:
-    """The built library and the variant it selected (0 baseline x86-64, 1 AVX2, 2 AVX-512)."""
+    """The built library and the variant it selected (0 baseline x86-64, 1 AVX2, 2 AVX-512, 3 AVX-512 VNNI)."""
     if os.environ.get("ALPHAZIP_NATIVE") == "0":
         return None, None
     for path in sorted(_FOLDER.glob("_attention*.so")):
@@ -71,8 +71,8 @@ def available() -> bool:
 
 
 def variant() -> str:
-    """Which of the kernels' builds runs here: "x86-64", "AVX2", "AVX-512", or "torch" (not built)."""
-    return "torch" if _LIBRARY is None else ("x86-64", "AVX2", "AVX-512")[_ISA]
+    """Which of the kernels' builds runs here: "x86-64", "AVX2", "AVX-512", "AVX-512 VNNI", or "torch" (not built)."""
+    return "torch" if _LIBRARY is None else ("x86-64", "AVX2", "AVX-512", "AVX-512 VNNI")[_ISA]
 
 
 def _pointer(tensor: torch.Tensor) -> int:
@@ -147,7 +147,7 @@ def amx_available() -> bool:
     instruction-set setting is AVX-512 (so that acting as another CPU also leaves them out)."""
     global _AMX
     if _AMX is None:
-        _AMX = _LIBRARY is not None and _ISA == 2 and bool(_LIBRARY.alphazip_amx_available())
+        _AMX = _LIBRARY is not None and _ISA >= 2 and bool(_LIBRARY.alphazip_amx_available())
     return _AMX
 
 

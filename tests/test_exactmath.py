@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from alphazip.model import exactmath as xm
 from alphazip.model import intmm, native
+from alphazip.model.intmm import ACTIVATION_LEVELS
 
 
 def test_exp_is_accurate_in_both_dtypes():
@@ -97,6 +98,11 @@ def test_amx_linear_gives_the_exact_products_bits():
             expected = torch.empty(rows, cols)
             native.dequantize((left.long() @ right.long().t()).to(torch.int32), scale, steps, expected)
             assert torch.equal(native.amx_linear(left, native.amx_pack(right), scale, steps, cols), expected)
+        x = torch.randn(rows, depth, generator=generator) * 3
+        halves, steps = native.quantize_split(x, ACTIVATION_LEVELS)
+        packed = native.amx_pack(w)
+        assert torch.equal(native.amx_linear_rows(x, ACTIVATION_LEVELS, packed, scale, cols),
+                           native.amx_linear(halves, packed, scale, steps, cols))
 
 
 def test_int_mm_is_used_only_after_its_self_check(monkeypatch):
@@ -137,6 +143,9 @@ def test_compiled_linear_and_gates_give_the_torch_bits(monkeypatch):
     gate = torch.linspace(-120, 120, 37 * 96).view(37, 96)
     layer = intmm.QuantLinear(torch.randn(50, 96, generator=generator))
     compiled = [layer(x), *(native.gate(kind, gate, x, constants()) for kind in ("silu", "gelu_tanh"))]
+    side_by_side = torch.cat([gate, x], dim=1)  # the gate/up product's layout
+    assert all(torch.equal(native.gate_rows(kind, side_by_side, constants()), expected)
+               for kind, expected in zip(("silu", "gelu_tanh"), compiled[1:]))
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(compiled[0], layer(x))
     assert torch.equal(compiled[1], xm.silu(gate) * x)

@@ -173,3 +173,22 @@ int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int
     free(copy);
     return failed ? -1 : 0;
 }
+
+void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
+                             int threads); /* _attention.c */
+
+/* alphazip_amx_linear from float32 rows ``x`` [m, depth]: quantized and split as QuantLinear does
+ * (alphazip_quantize_split), then multiplied, in one call. Returns 0, or -1 if memory ran out. */
+int alphazip_amx_linear_rows(int m, int n, int depth, const float *x, float levels, const int8_t *packed,
+                             const float *scale, float *out, int threads) {
+    int8_t *halves = malloc((size_t)2 * m * depth + 1);
+    float *steps = malloc(sizeof(float) * (size_t)m + 1);
+    int status = -1;
+    if (halves && steps) {
+        alphazip_quantize_split(m, depth, x, levels, halves, steps, threads);
+        status = alphazip_amx_linear(m, n, depth, halves, packed, scale, steps, out, threads);
+    }
+    free(halves);
+    free(steps);
+    return status;
+}

@@ -93,7 +93,6 @@ class _Layer:
         self.o = QuantLinear(attention.o_proj.weight)
         self.gate_up = QuantLinear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
         self.down = QuantLinear(mlp.down_proj.weight)
-        self.intermediate = mlp.gate_proj.weight.shape[0]
         norms = {"norm1": layer.input_layernorm, "norm2": layer.post_attention_layernorm}
         if gemma:  # Gemma's post_attention_layernorm comes after attention; pre_feedforward before the MLP
             norms = {"norm1": layer.input_layernorm, "post_attention": layer.post_attention_layernorm,
@@ -117,7 +116,6 @@ class _Layer:
             setattr(layer, name, state[f"{prefix}{name}"])
         for name in cls.PRODUCTS:
             setattr(layer, name, QuantLinear.from_state(state, f"{prefix}{name}."))
-        layer.intermediate = layer.gate_up.out_features // 2  # gate and up, side by side
         return layer
 
 
@@ -188,18 +186,19 @@ class ExactEngine:
             attended = self._attention(layer.qkv(_rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
             out = layer.o(attended)
             x = x + (_rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
-            gate, up = layer.gate_up(_rms_norm(x, layer.norm2, c.eps)).split(layer.intermediate, dim=-1)
-            out = layer.down(self._gate(gate, up))
+            out = layer.down(self._gate(layer.gate_up(_rms_norm(x, layer.norm2, c.eps))))
             x = x + (_rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
         logits = self.head(_rms_norm(x, self.final_norm, c.eps))
         if c.softcap:
             logits = xm.tanh(logits / c.softcap) * c.softcap
         return logits
 
-    def _gate(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        """The MLP's activation: silu(gate) * up (Llama) or gelu_tanh(gate) * up (Gemma)."""
+    def _gate(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """The MLP's activation on gate and up side by side [..., 2 I]: silu(gate) * up (Llama) or
+        gelu_tanh(gate) * up (Gemma)."""
         if native.available():
-            return native.gate(self.config.gate, gate.contiguous(), up.contiguous(), self._gate_constants)
+            return native.gate_rows(self.config.gate, gate_up, self._gate_constants)
+        gate, up = gate_up.split(gate_up.shape[-1] // 2, dim=-1)
         return (xm.silu(gate) if self.config.gate == "silu" else xm.gelu_tanh(gate)) * up
 
     def _attention(self, qkv: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> torch.Tensor:

@@ -146,11 +146,12 @@ class QuantLinear:
         """``x`` [..., in] float32 -> [..., out] float32."""
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
+        if native.available() and int_mm_path() == AMX:  # quantized, multiplied and scaled in one call
+            return native.amx_linear_rows(rows, ACTIVATION_LEVELS, self._packed(), self.scale,
+                                          self.out_features).view(*shape[:-1], -1)
         out = torch.empty((len(rows), self.out_features), dtype=torch.float32)
         if native.available():  # the same bits in two passes instead of a dozen
             halves, step = native.quantize_split(rows.contiguous(), ACTIVATION_LEVELS)
-            if int_mm_path() == AMX:  # products and scaling in one pass, no int32 products in memory
-                return native.amx_linear(halves, self._packed(), self.scale, step, self.out_features).view(*shape[:-1], -1)
             for block in self._blocks():
                 native.dequantize(int_matmul(halves, self.weight_t[:, block]), self.scale[block], step, out[:, block])
         else:

@@ -34,6 +34,8 @@ _SIGNATURES = {
     "alphazip_amx_pack": [_INT, _INT, _POINTER, _POINTER],
     "alphazip_ranks": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
     "alphazip_amx_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
+    "alphazip_amx_linear_rows": [_INT] * 3 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
+    "alphazip_gate_rows": [_LONG, _INT, _INT, _POINTER, _POINTER, _POINTER, _INT],
 }
 
 
@@ -54,6 +56,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
                 function.restype, function.argtypes = None, arguments
             library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
             library.alphazip_amx_linear.restype = library.alphazip_amx_available.restype = _INT
+            library.alphazip_amx_linear_rows.restype = _INT
             library.alphazip_amx_packed_size.restype, library.alphazip_amx_packed_size.argtypes = _LONG, [_INT, _INT]
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
@@ -176,6 +179,20 @@ def amx_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, 
     return out
 
 
+def amx_linear_rows(x: torch.Tensor, levels: int, packed: torch.Tensor, scale: torch.Tensor, columns: int) -> torch.Tensor:
+    """:func:`amx_linear` of float32 rows ``x`` [M, K] quantized and split as :func:`quantize_split`
+    does, in one call."""
+    rows, depth = x.shape
+    x = x.contiguous()  # held until the call returns
+    out = torch.empty((rows, columns), dtype=torch.float32)
+    if rows and columns:
+        status = _LIBRARY.alphazip_amx_linear_rows(rows, columns, depth, x.data_ptr(), float(levels), packed.data_ptr(),
+                                                   _pointer(scale), out.data_ptr(), torch.get_num_threads())
+        if status != 0:
+            raise MemoryError("out of memory in the AMX linear layer")
+    return out
+
+
 def ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """What ``ranks.ranks_of`` computes for float32 ``logits`` [R, V] and int64 ``tokens`` [R], in one pass a row."""
     logits, tokens = logits.contiguous(), tokens.contiguous()  # held until the call returns
@@ -225,6 +242,16 @@ def rope_quantize(qkv: torch.Tensor, heads: int, kv_heads: int, cos: torch.Tenso
                                     _pointer(q_scale), _pointer(keys), _pointer(key_steps), _pointer(values),
                                     _pointer(value_steps), torch.get_num_threads())
     return q, q_scale
+
+
+def gate_rows(kind: str, gate_up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """:func:`gate` of rows holding gate and up side by side, [..., 2 W] -> [..., W]."""
+    gate_up = gate_up.contiguous()  # held until the call returns
+    width = gate_up.shape[-1] // 2
+    out = torch.empty((*gate_up.shape[:-1], width), dtype=torch.float32)
+    _LIBRARY.alphazip_gate_rows(out.numel() // width if width else 0, width, 0 if kind == "silu" else 1,
+                                gate_up.data_ptr(), out.data_ptr(), _pointer(constants), torch.get_num_threads())
+    return out
 
 
 def gate(kind: str, gate_values: torch.Tensor, up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:

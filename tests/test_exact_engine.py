@@ -169,3 +169,14 @@ def test_attention_kernel_gives_the_torch_bits_in_every_variant(level, group, di
     finally:
         native._LIBRARY.alphazip_select_isa(native._ISA)
     assert torch.equal(compiled, torch_attention(q, row_scale, start, window, cache))
+
+
+@pytest.mark.skipif(not native.available() or not native.amx_available(), reason="no AMX tiles here")
+@pytest.mark.parametrize("segment", [1, 7, 150])
+def test_a_layer_in_one_call_gives_the_bits_of_its_calls(tiny, tokens, monkeypatch, segment):
+    """Llama's layers as one compiled call each (AMX machines) against the same kernels called one by one."""
+    engine = ExactEngine(tiny.hf)
+    assert engine._layers_in_one_call()
+    in_one_call = stepped(engine, tokens, segment)
+    monkeypatch.setattr(ExactEngine, "_layers_in_one_call", lambda self: False)
+    assert torch.equal(stepped(engine, tokens, segment), in_one_call)

@@ -53,58 +53,56 @@ static inline float exp2_exact(float y, const float *c) {
 #define AV_TILE_PARAMETERS int dim, const int16_t *const *levels, const int8_t *values, int first_pair, \
     int last_pair, int32_t *const *acc
 
-/* Each row's sum goes in two accumulators, even and odd steps, added at the end (integers: the same
- * sum): a multiply-add into its own sum (VNNI) takes several cycles, and four chains of it would
- * wait on themselves. */
-#define FOUR_ROWS(ACC, MADD_ADD, SET1, PAIRS, INDEX, VECTOR)                                                  \
-    ACC##0 = MADD_ADD(ACC##0, SET1(PAIRS(0, INDEX)), VECTOR);                                                \
-    ACC##1 = MADD_ADD(ACC##1, SET1(PAIRS(1, INDEX)), VECTOR);                                                \
-    ACC##2 = MADD_ADD(ACC##2, SET1(PAIRS(2, INDEX)), VECTOR);                                                \
-    ACC##3 = MADD_ADD(ACC##3, SET1(PAIRS(3, INDEX)), VECTOR);
-#define QUERY_PAIR(r, p) qpairs[r][p]
-#define LEVEL_PAIR(r, jp) level_pair(levels[r], jp)
-
-#define TILES(SUFFIX, TARGET, VEC, LANES_32, ZERO, SET1, WIDEN, MADD_ADD, ADD, LOAD, STORE)                   \
+/* Both products read the cache in the order it lies in memory, since at one position a step they
+ * wait on memory more than they multiply (the sums are of integers: any order gives the same).
+ * Dot products take two rows of keys (dimension pairs p, p + 1) at a time along the positions,
+ * their query values held in registers and the four rows' sums in ``dots`` (in L1); weighted sums
+ * take each pair of positions' values whole (D_GROUP vectors of dimensions) for the four rows. */
+#define TILES(SUFFIX, TARGET, VEC, LANES_32, D_GROUP, ZERO, SET1, WIDEN, MADD_ADD, LOAD, STORE)            \
     TARGET static void qk_tile_##SUFFIX(QK_TILE_PARAMETERS) {                                               \
-        for (int j = begin; j < end; j += LANES_32) {                                                        \
-            VEC even0 = ZERO, even1 = ZERO, even2 = ZERO, even3 = ZERO;                                      \
-            VEC odd0 = ZERO, odd1 = ZERO, odd2 = ZERO, odd3 = ZERO;                                          \
-            int p = 0;                                                                                       \
-            for (; p + 1 < pairs; p += 2) {                                                                  \
-                const VEC k = WIDEN(keys + ((long)p * length + j) * 2);                                      \
-                const VEC k_next = WIDEN(keys + ((long)(p + 1) * length + j) * 2);                           \
-                FOUR_ROWS(even, MADD_ADD, SET1, QUERY_PAIR, p, k)                                            \
-                FOUR_ROWS(odd, MADD_ADD, SET1, QUERY_PAIR, p + 1, k_next)                                    \
+        for (int r = 0; r < TILE_ROWS; r++) memset(dots[r], 0, sizeof(int32_t) * (size_t)(end - begin));   \
+        for (int p = 0; p < pairs; p += 2) {                                                                 \
+            const int second = p + 1 < pairs; /* an odd count: the last row of keys alone */               \
+            const int8_t *row = keys + (long)p * length * 2, *next = row + (second ? length * 2 : 0);       \
+            VEC q[TILE_ROWS][2];                                                                             \
+            for (int r = 0; r < TILE_ROWS; r++)                                                              \
+                q[r][0] = SET1(qpairs[r][p]), q[r][1] = second ? SET1(qpairs[r][p + 1]) : ZERO;            \
+            for (int j = begin; j < end; j += LANES_32) {                                                    \
+                const VEC k = WIDEN(row + (long)j * 2), k_next = WIDEN(next + (long)j * 2);                  \
+                for (int r = 0; r < TILE_ROWS; r++) {                                                        \
+                    int32_t *at = dots[r] + j - begin;                                                       \
+                    STORE(at, MADD_ADD(MADD_ADD(LOAD(at), q[r][0], k), q[r][1], k_next));                    \
+                }                                                                                            \
             }                                                                                                \
-            if (p < pairs) {                                                                                 \
-                const VEC k = WIDEN(keys + ((long)p * length + j) * 2);                                      \
-                FOUR_ROWS(even, MADD_ADD, SET1, QUERY_PAIR, p, k)                                            \
-            }                                                                                                \
-            STORE(dots[0] + j - begin, ADD(even0, odd0));                                                    \
-            STORE(dots[1] + j - begin, ADD(even1, odd1));                                                    \
-            STORE(dots[2] + j - begin, ADD(even2, odd2));                                                    \
-            STORE(dots[3] + j - begin, ADD(even3, odd3));                                                    \
         }                                                                                                    \
     }                                                                                                        \
     TARGET static void av_tile_##SUFFIX(AV_TILE_PARAMETERS) {                                               \
-        for (int d = 0; d < dim; d += LANES_32) {                                                            \
-            VEC even0 = LOAD(acc[0] + d), even1 = LOAD(acc[1] + d), even2 = LOAD(acc[2] + d), even3 = LOAD(acc[3] + d); \
-            VEC odd0 = ZERO, odd1 = ZERO, odd2 = ZERO, odd3 = ZERO;                                          \
-            int jp = first_pair;                                                                             \
-            for (; jp + 1 < last_pair; jp += 2) {                                                            \
-                const VEC v = WIDEN(values + ((long)jp * dim + d) * 2);                                      \
-                const VEC v_next = WIDEN(values + ((long)(jp + 1) * dim + d) * 2);                           \
-                FOUR_ROWS(even, MADD_ADD, SET1, LEVEL_PAIR, jp, v)                                           \
-                FOUR_ROWS(odd, MADD_ADD, SET1, LEVEL_PAIR, jp + 1, v_next)                                   \
+        int d = 0;                                                                                           \
+        for (; d + D_GROUP * LANES_32 <= dim; d += D_GROUP * LANES_32) {                                     \
+            VEC sums[TILE_ROWS][D_GROUP];                                                                    \
+            for (int r = 0; r < TILE_ROWS; r++)                                                              \
+                for (int v = 0; v < D_GROUP; v++) sums[r][v] = LOAD(acc[r] + d + v * LANES_32);             \
+            for (int jp = first_pair; jp < last_pair; jp++) {                                                \
+                const int8_t *at = values + ((long)jp * dim + d) * 2;                                        \
+                VEC weight[TILE_ROWS];                                                                       \
+                for (int r = 0; r < TILE_ROWS; r++) weight[r] = SET1(level_pair(levels[r], jp));            \
+                for (int v = 0; v < D_GROUP; v++) {                                                          \
+                    const VEC value = WIDEN(at + v * LANES_32 * 2);                                          \
+                    for (int r = 0; r < TILE_ROWS; r++) sums[r][v] = MADD_ADD(sums[r][v], weight[r], value); \
+                }                                                                                            \
             }                                                                                                \
-            if (jp < last_pair) {                                                                            \
-                const VEC v = WIDEN(values + ((long)jp * dim + d) * 2);                                      \
-                FOUR_ROWS(even, MADD_ADD, SET1, LEVEL_PAIR, jp, v)                                           \
+            for (int r = 0; r < TILE_ROWS; r++)                                                              \
+                for (int v = 0; v < D_GROUP; v++) STORE(acc[r] + d + v * LANES_32, sums[r][v]);            \
+        }                                                                                                    \
+        for (; d < dim; d += LANES_32) { /* dimensions beyond whole groups, one vector at a time */         \
+            VEC sums[TILE_ROWS];                                                                             \
+            for (int r = 0; r < TILE_ROWS; r++) sums[r] = LOAD(acc[r] + d);                                  \
+            for (int jp = first_pair; jp < last_pair; jp++) {                                                \
+                const VEC value = WIDEN(values + ((long)jp * dim + d) * 2);                                  \
+                for (int r = 0; r < TILE_ROWS; r++)                                                          \
+                    sums[r] = MADD_ADD(sums[r], SET1(level_pair(levels[r], jp)), value);                     \
             }                                                                                                \
-            STORE(acc[0] + d, ADD(even0, odd0));                                                             \
-            STORE(acc[1] + d, ADD(even1, odd1));                                                             \
-            STORE(acc[2] + d, ADD(even2, odd2));                                                             \
-            STORE(acc[3] + d, ADD(even3, odd3));                                                             \
+            for (int r = 0; r < TILE_ROWS; r++) STORE(acc[r] + d, sums[r]);                                  \
         }                                                                                                    \
     }
 
@@ -123,30 +121,28 @@ static inline __m128i widen_sse2(const int8_t *p) {
 #define LOAD_SSE2(p) _mm_loadu_si128((const __m128i *)(p))
 #define STORE_SSE2(p, v) _mm_storeu_si128((__m128i *)(p), v)
 #define MADD_ADD_SSE2(acc, a, b) _mm_add_epi32(acc, _mm_madd_epi16(a, b))
-TILES(baseline, , __m128i, 4, _mm_setzero_si128(), _mm_set1_epi32, widen_sse2, MADD_ADD_SSE2, _mm_add_epi32, LOAD_SSE2,
-      STORE_SSE2)
+TILES(baseline, , __m128i, 4, 2, _mm_setzero_si128(), _mm_set1_epi32, widen_sse2, MADD_ADD_SSE2, LOAD_SSE2, STORE_SSE2)
 
 #define TARGET_AVX2 __attribute__((target("avx2")))
 #define WIDEN_AVX2(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
 #define LOAD_AVX2(p) _mm256_loadu_si256((const __m256i *)(p))
 #define STORE_AVX2(p, v) _mm256_storeu_si256((__m256i *)(p), v)
 #define MADD_ADD_AVX2(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
-TILES(avx2, TARGET_AVX2, __m256i, 8, _mm256_setzero_si256(), _mm256_set1_epi32, WIDEN_AVX2, MADD_ADD_AVX2,
-      _mm256_add_epi32, LOAD_AVX2, STORE_AVX2)
+TILES(avx2, TARGET_AVX2, __m256i, 8, 2, _mm256_setzero_si256(), _mm256_set1_epi32, WIDEN_AVX2, MADD_ADD_AVX2, LOAD_AVX2,
+      STORE_AVX2)
 
 #define TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define WIDEN_V4(p) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p)))
 #define LOAD_V4(p) _mm512_loadu_si512((const void *)(p))
 #define STORE_V4(p, v) _mm512_storeu_si512((void *)(p), v)
 #define MADD_ADD_V4(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
-TILES(v4, TARGET_V4, __m512i, 16, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, MADD_ADD_V4, _mm512_add_epi32,
-      LOAD_V4, STORE_V4)
+TILES(v4, TARGET_V4, __m512i, 16, 4, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, MADD_ADD_V4, LOAD_V4, STORE_V4)
 
 /* AVX-512 VNNI: VPDPWSSD adds the two int16 products of each lane to its int32 sum in one instruction
  * (wrapping, not saturating: the same integer as the multiply-add and the add above). */
 #define TARGET_VNNI __attribute__((target("arch=x86-64-v4,avx512vnni")))
-TILES(vnni, TARGET_VNNI, __m512i, 16, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, _mm512_dpwssd_epi32,
-      _mm512_add_epi32, LOAD_V4, STORE_V4)
+TILES(vnni, TARGET_VNNI, __m512i, 16, 4, _mm512_setzero_si512(), _mm512_set1_epi32, WIDEN_V4, _mm512_dpwssd_epi32,
+      LOAD_V4, STORE_V4)
 
 static void (*qk_tile)(QK_TILE_PARAMETERS) = qk_tile_baseline;
 static void (*av_tile)(AV_TILE_PARAMETERS) = av_tile_baseline;
@@ -203,7 +199,7 @@ static int64_t (*softmax_row)(SOFTMAX_PARAMETERS) = softmax_baseline;
 
 /* Scratch of one thread: room for ``rows`` query rows over ``span`` keys of ``dim`` values. */
 typedef struct {
-    int32_t *qpairs, *dots, *ints, *acc32, *spare;
+    int32_t *qpairs, *dots, *ints, *acc32, *spare, *spare_dots;
     int64_t *acc, *units;
     int16_t *levels;
     float *row, *weight_top;
@@ -222,17 +218,18 @@ static int scratch_alloc(Scratch *s, int rows, long span, int dim) {
     s->units = malloc(sizeof(int64_t) * (size_t)rows);
     s->weight_top = malloc(sizeof(float) * (size_t)rows);
     s->spare = malloc(sizeof(int32_t) * (size_t)TILE_ROWS * dim);
+    s->spare_dots = malloc(sizeof(int32_t) * (size_t)TILE_ROWS * span);
     s->firsts = malloc(sizeof(int) * (size_t)rows);
     s->lasts = malloc(sizeof(int) * (size_t)rows);
     s->heads = malloc(sizeof(long) * (size_t)rows);
     return s->qpairs && s->dots && s->ints && s->row && s->levels && s->acc32 && s->acc && s->units && s->weight_top
-           && s->spare && s->firsts && s->lasts && s->heads;
+           && s->spare && s->spare_dots && s->firsts && s->lasts && s->heads;
 }
 
 static void scratch_free(Scratch *s) {
     free(s->qpairs), free(s->dots), free(s->ints), free(s->row), free(s->levels);
     free(s->acc32), free(s->acc), free(s->units), free(s->weight_top);
-    free(s->spare), free(s->firsts), free(s->lasts), free(s->heads);
+    free(s->spare), free(s->spare_dots), free(s->firsts), free(s->lasts), free(s->heads);
 }
 
 /* Rows [0, rows) in tiles of TILE_ROWS, the last tile repeating its last row (computed twice, the same). */
@@ -249,8 +246,9 @@ static void dot_products(Scratch *s, int rows, int dim, const int8_t *keys, int 
         tile_rows(rows, tile, picked);
         const int32_t *qp[TILE_ROWS];
         int32_t *dots[TILE_ROWS];
-        for (int r = 0; r < TILE_ROWS; r++)
-            qp[r] = s->qpairs + (long)picked[r] * (dim / 2), dots[r] = s->dots + (long)picked[r] * span;
+        for (int r = 0; r < TILE_ROWS; r++) /* a repeated row's sums go to spare, not added twice */
+            qp[r] = s->qpairs + (long)picked[r] * (dim / 2),
+            dots[r] = tile + r < rows ? s->dots + (long)picked[r] * span : s->spare_dots + (long)r * span;
         qk_tile(dim / 2, qp, keys, length, begin, end, dots);
     }
 }

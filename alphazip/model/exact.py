@@ -26,7 +26,7 @@ import torch
 from . import exactmath as xm
 from . import native
 from .engine import KEY_BLOCK, _key_blocks, _rotate
-from .intmm import QuantLinear, exact_f32_matmul
+from .intmm import ACTIVATION_LEVELS, AMX, QuantLinear, exact_f32_matmul, int_mm_path
 
 EXACT_ENGINE_NAME = "alphazip-exact-1"  # recorded in headers; bump when any arithmetic changes
 PROBE_LENGTH = 24
@@ -101,6 +101,15 @@ class _Layer:
         offset = 1.0 if gemma else 0.0  # Gemma scales by 1 + w
         for name, norm in norms.items():
             setattr(self, name, norm.weight.detach().float() + offset)
+
+    def pointers(self):
+        """Where the one-call layer (native.llama_layer) reads its weights, made on first use."""
+        if getattr(self, "_pointers", None) is None:
+            self._held = [self.norm1.contiguous(), self.norm2.contiguous()]
+            for product in (self.qkv, self.o, self.gate_up, self.down):
+                self._held += [product._packed(), product.scale.contiguous()]
+            self._pointers = native.layer_weights(self._held)
+        return self._pointers
 
     def state(self, prefix: str, gemma: bool) -> dict[str, torch.Tensor]:
         """Its tensors as computed (quantized weights, scales, norms), named under ``prefix``."""
@@ -182,7 +191,11 @@ class ExactEngine:
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
         if self.embed_scale:
             x = x * self.embed_scale
+        one_call = self._layers_in_one_call()
         for index, layer in enumerate(self.layers):
+            if one_call:
+                self._layer_in_one_call(x, layer, cache, index, start)
+                continue
             attended = self._attention(layer.qkv(_rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
             out = layer.o(attended)
             x = x + (_rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
@@ -192,6 +205,25 @@ class ExactEngine:
         if c.softcap:
             logits = xm.tanh(logits / c.softcap) * c.softcap
         return logits
+
+    def _layers_in_one_call(self) -> bool:
+        """Whether each layer runs as one compiled call (native.llama_layer): Llama's layers where the
+        products run on AMX tiles, the one place the per-call costs weigh as much as the kernels."""
+        c = self.config
+        return (native.available() and int_mm_path() == AMX and not c.gemma and c.gate == "silu"
+                and c.head_dim <= native.ROPE_MAX_DIM)
+
+    def _layer_in_one_call(self, x: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> None:
+        """Layer ``index`` on the residual stream ``x`` [B, T, hidden] in place: the bits of the loop's
+        body in :meth:`forward`, in one compiled call."""
+        c = self.config
+        count = x.shape[1]
+        sin, cos = self._rope(c.rope_thetas[index], start + count)
+        shape = (c.heads, c.kv_heads, c.head_dim, layer.gate_up.out_features // 2)
+        native.llama_layer(x, layer.pointers(), shape, start, c.windows[index], c.eps, ACTIVATION_LEVELS,
+                           self._score_factor, cos[start:start + count], sin[start:start + count],
+                           (cache.keys[index], cache.key_steps[index], cache.values[index], cache.value_steps[index]),
+                           self._constants, self._gate_constants)
 
     def _gate(self, gate_up: torch.Tensor) -> torch.Tensor:
         """The MLP's activation on gate and up side by side [..., 2 I]: silu(gate) * up (Llama) or

@@ -36,6 +36,7 @@ _SIGNATURES = {
     "alphazip_amx_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
     "alphazip_amx_linear_rows": [_INT] * 3 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
     "alphazip_gate_rows": [_LONG, _INT, _INT, _POINTER, _POINTER, _POINTER, _INT],
+    "alphazip_llama_layer": [_INT] * 10 + [ctypes.c_double, _FLOAT, _FLOAT] + [_POINTER] * 10 + [_INT],
 }
 
 
@@ -56,7 +57,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
                 function.restype, function.argtypes = None, arguments
             library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
             library.alphazip_amx_linear.restype = library.alphazip_amx_available.restype = _INT
-            library.alphazip_amx_linear_rows.restype = _INT
+            library.alphazip_amx_linear_rows.restype = library.alphazip_llama_layer.restype = _INT
             library.alphazip_amx_packed_size.restype, library.alphazip_amx_packed_size.argtypes = _LONG, [_INT, _INT]
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
@@ -191,6 +192,34 @@ def amx_linear_rows(x: torch.Tensor, levels: int, packed: torch.Tensor, scale: t
         if status != 0:
             raise MemoryError("out of memory in the AMX linear layer")
     return out
+
+
+def layer_weights(tensors: list[torch.Tensor]) -> ctypes.Array:
+    """The pointers :func:`llama_layer` reads a layer's weights from (norm1, norm2, then each product's
+    packed weights and scales: qkv, o, gate_up, down); the caller keeps ``tensors`` alive."""
+    assert all(tensor.is_contiguous() for tensor in tensors)
+    return (ctypes.c_void_p * len(tensors))(*(tensor.data_ptr() for tensor in tensors))
+
+
+def llama_layer(x: torch.Tensor, weights: ctypes.Array, shape: tuple[int, ...], start: int, window: int | None,
+                eps: float, levels: int, score_factor: float, cos: torch.Tensor, sin: torch.Tensor,
+                cache_layer: tuple[torch.Tensor, ...], attend_constants: torch.Tensor,
+                gate_constants: torch.Tensor) -> None:
+    """One Llama decoder layer on the residual stream ``x`` [B, T, hidden] (float32, contiguous,
+    updated in place) at positions start..start+T-1, its products on AMX tiles (_layer.c): the
+    bits of exact.py's layer, in one call. ``shape``: heads, kv_heads, head_dim, intermediate."""
+    batch, count, hidden = x.shape
+    heads, kv_heads, dim, intermediate = shape
+    keys, key_steps, values, value_steps = cache_layer
+    if len(attend_constants) - 3 != KERNEL_EXP2_TERMS:
+        raise ValueError(f"the kernel's exp2 polynomial has {KERNEL_EXP2_TERMS} terms, not {len(attend_constants) - 3}")
+    status = _LIBRARY.alphazip_llama_layer(
+        batch, count, hidden, heads, kv_heads, dim, intermediate, keys.shape[3], start, window or 0, float(eps),
+        float(levels), score_factor, weights, _pointer(cos), _pointer(sin), _pointer(keys), _pointer(key_steps),
+        _pointer(values), _pointer(value_steps), _pointer(attend_constants), _pointer(gate_constants), _pointer(x),
+        torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("out of memory in a decoder layer")
 
 
 def ranks(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

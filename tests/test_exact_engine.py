@@ -174,9 +174,12 @@ def test_attention_kernel_gives_the_torch_bits_in_every_variant(level, group, di
 @pytest.mark.skipif(not native.available() or not native.amx_available(), reason="no AMX tiles here")
 @pytest.mark.parametrize("segment", [1, 7, 150])
 def test_a_layer_in_one_call_gives_the_bits_of_its_calls(tiny, tokens, monkeypatch, segment):
-    """Llama's layers as one compiled call each (AMX machines) against the same kernels called one by one."""
+    """Llama's layers as one compiled call each (AMX machines) against the same kernels called one by one.
+    Forward takes it for steps only; here every segment does, so calls of many positions are held too."""
     engine = ExactEngine(tiny.hf)
-    assert engine._layers_in_one_call()
+    assert engine._layers_in_one_call(1) and not engine._layers_in_one_call(2)
+    chosen = ExactEngine._layers_in_one_call
+    monkeypatch.setattr(ExactEngine, "_layers_in_one_call", lambda self, count: chosen(self, 1))
     in_one_call = stepped(engine, tokens, segment)
-    monkeypatch.setattr(ExactEngine, "_layers_in_one_call", lambda self: False)
+    monkeypatch.setattr(ExactEngine, "_layers_in_one_call", lambda self, count: False)
     assert torch.equal(stepped(engine, tokens, segment), in_one_call)

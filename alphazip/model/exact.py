@@ -191,7 +191,7 @@ class ExactEngine:
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
         if self.embed_scale:
             x = x * self.embed_scale
-        one_call = self._layers_in_one_call()
+        one_call = self._layers_in_one_call(tokens.shape[1])
         for index, layer in enumerate(self.layers):
             if one_call:
                 self._layer_in_one_call(x, layer, cache, index, start)
@@ -206,11 +206,13 @@ class ExactEngine:
             logits = xm.tanh(logits / c.softcap) * c.softcap
         return logits
 
-    def _layers_in_one_call(self) -> bool:
-        """Whether each layer runs as one compiled call (native.llama_layer): Llama's layers where the
-        products run on AMX tiles, the one place the per-call costs weigh as much as the kernels."""
+    def _layers_in_one_call(self, count: int) -> bool:
+        """Whether a step's layers run as one compiled call each (native.llama_layer): Llama's layers
+        where the products run on AMX tiles. Only steps (one position) take it: there the per-call
+        costs weigh as much as the kernels, while a packing call's hundreds of rows amortize them
+        (and its layer-sized scratch, allocated per call in C, costs more than torch's)."""
         c = self.config
-        return (native.available() and int_mm_path() == AMX and not c.gemma and c.gate == "silu"
+        return (count == 1 and native.available() and int_mm_path() == AMX and not c.gemma and c.gate == "silu"
                 and c.head_dim <= native.ROPE_MAX_DIM)
 
     def _layer_in_one_call(self, x: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> None:

@@ -117,7 +117,9 @@ void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int d
                             float *q_scale, int8_t *keys, float *key_steps, int8_t *values, float *value_steps,
                             int threads) {
     const long rows = (long)batch * count * (heads + 2 * kv_heads);
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * dim >= SMALL_WORK)
+    /* Each key row is written to dim / 2 cache lines a cache length apart, mostly not in cache: worth
+     * a second thread at far fewer values than the other row-wise kernels. */
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * dim >= SMALL_WORK / 8)
     for (long r = 0; r < rows; r++) rope_quantize_row(ROPE_ROW_ARGUMENTS);
 }
 

@@ -142,10 +142,8 @@ def test_compiled_linear_and_gates_give_the_torch_bits(monkeypatch):
     x[3] = 0.0  # a row of zeros
     gate = torch.linspace(-120, 120, 37 * 96).view(37, 96)
     layer = intmm.QuantLinear(torch.randn(50, 96, generator=generator))
-    compiled = [layer(x), *(native.gate(kind, gate, x, constants()) for kind in ("silu", "gelu_tanh"))]
     side_by_side = torch.cat([gate, x], dim=1)  # the gate/up product's layout
-    assert all(torch.equal(native.gate_rows(kind, side_by_side, constants()), expected)
-               for kind, expected in zip(("silu", "gelu_tanh"), compiled[1:]))
+    compiled = [layer(x), *(native.gate_rows(kind, side_by_side, constants()) for kind in ("silu", "gelu_tanh"))]
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(compiled[0], layer(x))
     assert torch.equal(compiled[1], xm.silu(gate) * x)

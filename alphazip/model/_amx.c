@@ -15,6 +15,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "_kernel.h"
+
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -173,9 +175,6 @@ int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int
     free(copy);
     return failed ? -1 : 0;
 }
-
-void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
-                             int threads); /* _attention.c */
 
 /* alphazip_amx_linear from float32 rows ``x`` [m, depth]: quantized and split as QuantLinear does
  * (alphazip_quantize_split), then multiplied, in one call. Returns 0, or -1 if memory ran out. */

@@ -17,7 +17,6 @@
 
 /* exactmath.exp2_: clamp, split into integer and fraction, Horner polynomial, times 2^k.
  * Branch-free so that the loops calling it vectorize. */
-#define EXP2_TERMS 7 /* exactmath's float32 polynomial degree; fixed here so the loops unroll and vectorize */
 
 static inline float exp2_exact(float y, const float *c) {
     y = y < -126.0f ? -126.0f : y; /* -inf clamps low */
@@ -494,9 +493,6 @@ __attribute__((target("avx2"))) static void frequencies_avx2(FREQUENCIES_PARAMET
 __attribute__((target("arch=x86-64-v4"))) static void frequencies_v4(FREQUENCIES_PARAMETERS) { frequencies_body(FREQUENCIES_ARGUMENTS); }
 static void (*frequencies_rows)(FREQUENCIES_PARAMETERS) = frequencies_baseline;
 
-void alphazip_int_matmul_select_isa(int level); /* _intmm.c and _rows.c, built into the same library */
-void alphazip_rows_select_isa(int level);
-
 /* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), 3 the same with
  * VNNI for attention's integer products, lowered to what this CPU has. Returns the level in use;
  * the other kernels take 3 as 2. */
@@ -530,13 +526,6 @@ void alphazip_gate_rows(long rows, int width, int kind, const float *gate_up, fl
         gate_rows(0, width, kind, gate_up + r * 2 * width, gate_up + r * 2 * width + width, out + r * width, constants);
 }
 
-void alphazip_gate(long count, int kind, const float *gate, const float *up, float *out, const float *constants,
-                   int threads) {
-    const long piece = 4096;
-#pragma omp parallel for num_threads(threads) schedule(static) if (count >= SMALL_WORK / 4) /* ~40 operations a value */
-    for (long first = 0; first < count; first += piece)
-        gate_rows(first, first + piece < count ? first + piece : count, kind, gate, up, out, constants);
-}
 
 
 void alphazip_frequencies(long rows, int width, const float *logits, const int64_t *tokens, int64_t *cums,

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "_kernel.h"
+
 #define ROWS_TILE 4
 #define COLUMN_BLOCK 64 /* weight rows widened at a time by each thread: 64 * depth * 2 bytes */
 #define PAD 32          /* the widest variant's int16 lanes */

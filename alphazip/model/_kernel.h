@@ -45,4 +45,26 @@ static inline float largest_magnitude(const float *x, int n) {
     return top;
 }
 
+#define EXP2_TERMS 7 /* exactmath's float32 exp2 polynomial degree; fixed so that the loops unroll and vectorize */
+
+/* Entry points that one kernel file calls in another (all built into one library): declared once
+ * here, where the defining file's compiler checks them too. */
+int alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int length, int start, int window,
+                    const int8_t *q, const float *row_scale, const int8_t *keys, const float *key_steps,
+                    const int8_t *values, const float *value_steps, float *out, const float *constants, int terms,
+                    int threads);
+void alphazip_quantize_split(int rows, int width, const float *x, float levels, int8_t *halves, float *steps,
+                             int threads);
+void alphazip_gate_rows(long rows, int width, int kind, const float *gate_up, float *out, const float *constants,
+                        int threads);
+void alphazip_rms_norm(long rows, int width, const float *x, const float *weight, double eps, float *out, int threads);
+void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int dim, int length, int start,
+                            const float *qkv, const float *cos, const float *sin, float score_factor, int8_t *q,
+                            float *q_scale, int8_t *keys, float *key_steps, int8_t *values, float *value_steps,
+                            int threads);
+int alphazip_amx_linear_rows(int m, int n, int depth, const float *x, float levels, const int8_t *packed,
+                             const float *scale, float *out, int threads);
+void alphazip_int_matmul_select_isa(int level);
+void alphazip_rows_select_isa(int level);
+
 #endif

@@ -10,21 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXP2_TERMS 7 /* _attention.c's; the Python side checks its constants against it */
-
-void alphazip_rms_norm(long rows, int width, const float *x, const float *weight, double eps, float *out, int threads);
-int alphazip_amx_linear_rows(int m, int n, int depth, const float *x, float levels, const int8_t *packed,
-                             const float *scale, float *out, int threads);
-void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int dim, int length, int start,
-                            const float *qkv, const float *cos, const float *sin, float score_factor, int8_t *q,
-                            float *q_scale, int8_t *keys, float *key_steps, int8_t *values, float *value_steps,
-                            int threads);
-int alphazip_attend(int batch, int kv_heads, int group, int count, int dim, int length, int start, int window,
-                    const int8_t *q, const float *row_scale, const int8_t *keys, const float *key_steps,
-                    const int8_t *values, const float *value_steps, float *out, const float *constants, int terms,
-                    int threads);
-void alphazip_gate_rows(long rows, int width, int kind, const float *gate_up, float *out, const float *constants,
-                        int threads);
+#include "_kernel.h"
 
 /* The layer's weights, in this order: norm1, norm2 (float [hidden]); then for qkv, o, gate_up and
  * down, the packed int8 weights and their float scales. */
@@ -45,13 +31,13 @@ int alphazip_llama_layer(int batch, int count, int hidden, int heads, int kv_hea
                          const float *gate_constants, float *x, int threads) {
     const long rows = (long)batch * count, width = (long)heads * dim, qkv_width = width + 2L * kv_heads * dim;
     float *normed = malloc(sizeof(float) * rows * hidden), *qkv = malloc(sizeof(float) * rows * qkv_width);
-    float *attended = malloc(sizeof(float) * rows * width), *rows_out = malloc(sizeof(float) * rows * width);
+    float *attended = malloc(sizeof(float) * rows * width), *by_position = malloc(sizeof(float) * rows * width);
     float *projected = malloc(sizeof(float) * rows * hidden);
     float *gate_up = malloc(sizeof(float) * rows * 2 * intermediate), *gated = malloc(sizeof(float) * rows * intermediate);
     int8_t *q = malloc((size_t)rows * width);
     float *q_scale = malloc(sizeof(float) * rows * heads);
     int status = -1;
-    if (!(normed && qkv && attended && rows_out && projected && gate_up && gated && q && q_scale)) goto done;
+    if (!(normed && qkv && attended && by_position && projected && gate_up && gated && q && q_scale)) goto done;
 
     alphazip_rms_norm(rows, hidden, x, weights[NORM1], eps, normed, threads);
     if (alphazip_amx_linear_rows((int)rows, (int)qkv_width, hidden, normed, levels, weights[QKV], weights[QKV_SCALE],
@@ -64,9 +50,9 @@ int alphazip_llama_layer(int batch, int count, int hidden, int heads, int kv_hea
     for (long b = 0; b < batch; b++)
         for (int h = 0; h < heads; h++)
             for (int t = 0; t < count; t++)
-                memcpy(rows_out + ((b * count + t) * heads + h) * dim, attended + ((b * heads + h) * count + t) * dim,
+                memcpy(by_position + ((b * count + t) * heads + h) * dim, attended + ((b * heads + h) * count + t) * dim,
                        sizeof(float) * dim);
-    if (alphazip_amx_linear_rows((int)rows, hidden, (int)width, rows_out, levels, weights[O], weights[O_SCALE],
+    if (alphazip_amx_linear_rows((int)rows, hidden, (int)width, by_position, levels, weights[O], weights[O_SCALE],
                                  projected, threads)) goto done;
     add_into(rows * hidden, x, projected);
 
@@ -79,7 +65,7 @@ int alphazip_llama_layer(int batch, int count, int hidden, int heads, int kv_hea
     add_into(rows * hidden, x, projected);
     status = 0;
 done:
-    free(normed), free(qkv), free(attended), free(rows_out), free(projected);
+    free(normed), free(qkv), free(attended), free(by_position), free(projected);
     free(gate_up), free(gated), free(q), free(q_scale);
     return status;
 }

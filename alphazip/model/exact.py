@@ -212,18 +212,17 @@ class ExactEngine:
         costs weigh as much as the kernels, while a packing call's hundreds of rows amortize them
         (and its layer-sized scratch, allocated per call in C, costs more than torch's)."""
         c = self.config
-        return (count == 1 and native.available() and int_mm_path() == AMX and not c.gemma and c.gate == "silu"
+        return (count == 1 and native.available() and int_mm_path() == AMX and not c.gemma
                 and c.head_dim <= native.ROPE_MAX_DIM)
 
     def _layer_in_one_call(self, x: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> None:
         """Layer ``index`` on the residual stream ``x`` [B, T, hidden] in place: the bits of the loop's
         body in :meth:`forward`, in one compiled call."""
         c = self.config
-        count = x.shape[1]
-        sin, cos = self._rope(c.rope_thetas[index], start + count)
+        cos, sin = self._rope_rows(index, start, x.shape[1])
         shape = (c.heads, c.kv_heads, c.head_dim, layer.gate_up.out_features // 2)
         native.llama_layer(x, layer.pointers(), shape, start, c.windows[index], c.eps, ACTIVATION_LEVELS,
-                           self._score_factor, cos[start:start + count], sin[start:start + count],
+                           self._score_factor, cos, sin,
                            (cache.keys[index], cache.key_steps[index], cache.values[index], cache.value_steps[index]),
                            self._constants, self._gate_constants)
 
@@ -240,8 +239,7 @@ class ExactEngine:
         and values go to the cache. Returns [B, T, H D], before the output projection."""
         c = self.config
         batch, count, _ = qkv.shape
-        sin, cos = self._rope(c.rope_thetas[index], start + count)
-        cos, sin = cos[start:start + count], sin[start:start + count]
+        cos, sin = self._rope_rows(index, start, count)
         group = c.heads // c.kv_heads
         if native.available() and c.head_dim <= native.ROPE_MAX_DIM:
             if c.gemma:  # the per-head norms, on qkv's own layout (a norm works row by row)
@@ -315,6 +313,11 @@ class ExactEngine:
         combined = exact_f32_matmul(high, values).double().mul_(128.0).add_(exact_f32_matmul(low_part, values).double())
         factor = (top.double() / VALUE_WEIGHT_LEVELS) / (denominator / SOFTMAX_UNIT)
         return combined.mul_(factor).float().reshape(batch, kv_heads, group, count, dim)
+
+    def _rope_rows(self, index: int, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [count, D] of layer ``index``'s RoPE at positions start..start+count-1."""
+        sin, cos = self._rope(self.config.rope_thetas[index], start + count)
+        return cos[start:start + count], sin[start:start + count]
 
     def _rope(self, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """sin and cos [positions, D] for RoPE base ``theta``, at least ``length`` positions (grown

@@ -23,7 +23,6 @@ _SIGNATURES = {
     "alphazip_attend": [_INT] * 8 + [_POINTER] * 8 + [_INT] * 2,
     "alphazip_quantize_split": [_INT, _INT, _POINTER, _FLOAT, _POINTER, _POINTER, _INT],
     "alphazip_dequantize": [_INT, _INT] + [_POINTER] * 4 + [_LONG, _INT],
-    "alphazip_gate": [_LONG, _INT] + [_POINTER] * 4 + [_INT],
     "alphazip_frequencies": [_LONG, _INT] + [_POINTER] * 8 + [_INT],
     "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 9,
     "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
@@ -274,22 +273,14 @@ def rope_quantize(qkv: torch.Tensor, heads: int, kv_heads: int, cos: torch.Tenso
 
 
 def gate_rows(kind: str, gate_up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
-    """:func:`gate` of rows holding gate and up side by side, [..., 2 W] -> [..., W]."""
+    """silu(gate) * up or gelu_tanh(gate) * up, elementwise as exactmath computes them, on rows
+    holding gate and up side by side (the gate/up product's output): [..., 2 W] -> [..., W]."""
     gate_up = gate_up.contiguous()  # held until the call returns
     width = gate_up.shape[-1] // 2
     out = torch.empty((*gate_up.shape[:-1], width), dtype=torch.float32)
     _LIBRARY.alphazip_gate_rows(out.numel() // width if width else 0, width, 0 if kind == "silu" else 1,
                                 gate_up.data_ptr(), out.data_ptr(), _pointer(constants), torch.get_num_threads())
     return out
-
-
-def gate(kind: str, gate_values: torch.Tensor, up: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
-    """silu(gate) * up or gelu_tanh(gate) * up, elementwise, as exactmath computes them."""
-    out = torch.empty_like(gate_values)
-    _LIBRARY.alphazip_gate(gate_values.numel(), 0 if kind == "silu" else 1, _pointer(gate_values), _pointer(up),
-                           _pointer(out), _pointer(constants), torch.get_num_threads())
-    return out
-
 
 
 FREQUENCY_BLOCK = 512  # in _attention.c

@@ -1,7 +1,8 @@
 """Write the golden archives that tests/test_golden.py must keep decoding.
 
-Run only when the format version changes on purpose, or when a new engine needs its archives,
-naming the archives to (re)write (--tiny, --real, --real-engine, --exact); commit the result.
+Run only when the format version changes on purpose, or when a new engine or coder needs its
+archives, naming the archives to write (--tiny, --real, --real-engine, --exact, --ac-bias); commit
+the result. An archive already in the folder is never rewritten: delete it first on purpose.
 """
 
 import sys
@@ -40,6 +41,13 @@ def mixed_archive(engine: str = "auto") -> bytes:
     return container.write(archive)
 
 
+def write_once(path: Path, blob: bytes) -> None:
+    if path.exists():
+        print(f"kept {path.name} (golden archives are written once)")
+        return
+    path.write_bytes(blob)
+
+
 def main() -> None:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     (GOLDEN / "original.bin").write_bytes(ORIGINAL + b"\xff\xc0 raw tail")
@@ -69,6 +77,11 @@ def main() -> None:
         for backend in ("ac", "ac-plain", "rank-ac"):  # the coders added with format 3
             real = Compressor(backend=backend, context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
             (GOLDEN / f"exact-smollm2-{backend}.az").write_bytes(real)
+    if "--ac-bias" in sys.argv:  # "ac" with its log-space bias; the files named "ac" above are now "ac-1"
+        compressor = Compressor(backend="ac", model=TINY, context=16, batch=3, mode="model", engine=EXACT_ENGINE_NAME)
+        write_once(GOLDEN / "exact-tiny-ac-bias-model.az", compressor.compress(data))
+        real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
+        write_once(GOLDEN / "exact-smollm2-ac-bias.az", real)
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

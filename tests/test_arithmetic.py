@@ -101,7 +101,7 @@ def test_mixing_codes_what_the_chunk_repeats_in_fewer_bytes(tiny):
     assert mixed < 0.6 * plain
 
 
-@pytest.mark.parametrize("backend", ["ac", "ac-plain"])
+@pytest.mark.parametrize("backend", ["ac", "ac-1", "ac-plain"])
 @pytest.mark.parametrize("batch", [1, 2, 64])
 def test_ac_unpacks_in_any_batch(tiny, batch, backend):
     data = "ünïcödé \xff bytes <|im_end|> and text\n".encode("utf-8", "surrogateescape") * 9 + b"\xff\xfe\x80"
@@ -115,14 +115,14 @@ def test_mixing_survives_tokens_the_model_all_but_excludes():
     logits = torch.zeros(40, width)
     logits[:, 0] = 30.0  # the model is sure of token 0; the chunk repeats others
     chunk = np.array([5, 6, 7, 8] * 9 + [5, 6, 9, 9])  # the experts expect 7, and 9 comes
-    encoder = ArithmeticEncoder(1, width, width + 256)
+    encoder = ArithmeticEncoder([40], width, width + 256)
     encoder.observe([0], 0, logits[None], chunk[None], np.array([40]))
-    decoder = ArithmeticDecoder(encoder.streams(), 1, width, width + 256)
+    decoder = ArithmeticDecoder(encoder.streams(), [40], width, width + 256)
     assert [int(decoder.next_tokens(np.array([0]), t, logits[t:t + 1])[0]) for t in range(40)] == chunk.tolist()
 
 
-@pytest.mark.parametrize("mixing", [True, False])
-def test_ac_escapes_ids_beyond_the_logits(mixing):
+@pytest.mark.parametrize("mixing, bias", [(True, True), (True, False), (False, False)])
+def test_ac_escapes_ids_beyond_the_logits(mixing, bias):
     """Ids past the logits (raw-byte tokens of vocabularies without them) take the escape; the
     coder round-trips them given logits alone, in any grouping of chunks."""
     width, id_space = 40, 40 + 256
@@ -130,12 +130,13 @@ def test_ac_escapes_ids_beyond_the_logits(mixing):
     chunks = [torch.randint(0, id_space, (length,), generator=generator).numpy() for length in (7, 1, 12)]
     logits = [torch.randn(len(chunk), width, generator=generator) * 3 for chunk in chunks]
     chunks[0][3:7] = chunks[0][:4]  # a repeat, for the mixer's experts to predict
-    encoder = ArithmeticEncoder(len(chunks), width, id_space, mixing)
+    lengths = [len(chunk) for chunk in chunks]
+    encoder = ArithmeticEncoder(lengths, width, id_space, mixing, bias)
     for index, chunk in enumerate(chunks):  # two positions at a time, like a packing segment
         for start in range(0, len(chunk), 2):
             encoder.observe([index], start, logits[index][None, start:start + 2], chunk[None, start:start + 2],
                             np.array([len(chunk)]))
-    decoder = ArithmeticDecoder(encoder.streams(), len(chunks), width, id_space, mixing)
+    decoder = ArithmeticDecoder(encoder.streams(), lengths, width, id_space, mixing, bias)
     for position in range(12):  # all chunks side by side, as unpacking steps them
         rows = np.array([i for i, chunk in enumerate(chunks) if position < len(chunk)])
         step = torch.stack([logits[i][position] for i in rows])

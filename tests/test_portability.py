@@ -76,8 +76,9 @@ def test_unpacks_as_another_cpu(archives, tmp_path, packed, setting, options, ex
 
 @pytest.mark.slow
 @pytest.mark.parametrize("setting", ["avx2", "default"])
-def test_default_model_golden_archive_unpacks_as_another_cpu(tmp_path, setting):
-    golden = Path(__file__).parent / "data" / "golden" / "v2" / "exact-smollm2-brotli.az"
+@pytest.mark.parametrize("name", ["v2/exact-smollm2-brotli.az", "v3/exact-smollm2-ac-bias.az"])
+def test_default_model_golden_archive_unpacks_as_another_cpu(tmp_path, setting, name):
+    golden = Path(__file__).parent / "data" / "golden" / name
     target = tmp_path / "out.txt"
     done = alphazip(["unpack", str(golden), "-o", str(target), "-q", "--batch", "3", "-T", "1"], setting)
     assert done.returncode == 0, done.stderr

@@ -1,13 +1,13 @@
 """Token coders by the name archives record: every byte back-end's rank coder, and ``ac``."""
 
 from ..backends import backend_names
-from .arithmetic import ArithmeticCoder, PlainArithmeticCoder
+from .arithmetic import ArithmeticCoder, PlainArithmeticCoder, UnbiasedArithmeticCoder
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .ranked import RankCoder
 
 __all__ = ["FrameDecoder", "FrameEncoder", "TokenCoder", "RankCoder", "ArithmeticCoder", "get_coder", "coder_names"]
 
-_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, PlainArithmeticCoder)}
+_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, UnbiasedArithmeticCoder, PlainArithmeticCoder)}
 
 
 def coder_names() -> list[str]:

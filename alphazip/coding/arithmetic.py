@@ -1,12 +1,14 @@
-"""``ac``: every token range-coded under the model's distribution, mixed with what the chunk's
-own history predicts; ``ac-plain``: under the model's distribution alone.
+"""``ac``: every token range-coded under the model's distribution, adapted to the text by a
+log-space bias and mixed with what the chunk's own history predicts; ``ac-1``: the same without
+the bias (archives of before it); ``ac-plain``: under the model's distribution alone.
 
-The logits become integer frequencies (``frequencies``: exact, so the decoder rebuilds the same
-table on any machine), followed by one escape symbol of frequency 1 for ids beyond the logits
-(raw-byte tokens), each then coded uniformly among those ids. With mixing (``mixing``: match
-and n-gram experts over the chunk's tokens so far), a few candidate tokens get extra frequency,
-in integers the decoder recomputes from the same history. Every chunk has its own range coder
-and its own mixer, so unpacking still steps many chunks side by side in any batch.
+The logits (plus the chunk's bias, ``bias``) become integer frequencies (``frequencies``: exact,
+so the decoder rebuilds the same table on any machine), followed by one escape symbol of
+frequency 1 for ids beyond the logits (raw-byte tokens), each then coded uniformly among those
+ids. With mixing (``mixing``: match and n-gram experts over the chunk's tokens so far), a few
+candidate tokens get extra frequency, in integers the decoder recomputes from the same history.
+Every chunk has its own range coder, bias and mixer, so unpacking still steps many chunks side
+by side in any batch.
 
 A frame's first stream holds the chunks' codes, each but the last preceded by its length
 (varints, then the codes in chunk order); the second stream is empty.
@@ -21,6 +23,7 @@ from ..backends import Backend, get_backend
 from ..compact import ByteReader, varint
 from ..errors import BadArchiveError
 from ..mixing import FREQ_BITS, ChunkMixer
+from .bias import ChunkBiases
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .frequencies import FrequencyLookup, coding_facts
 from .rangecoder import RangeDecoder, RangeEncoder
@@ -32,29 +35,39 @@ RAW_BACKEND = "brotli"  # frames packed without the model (binary data) use it
 class ArithmeticCoder(TokenCoder):
     name = "ac"
     mixing = True
+    bias = True
 
     @property
     def raw_backend(self) -> Backend:
         return get_backend(RAW_BACKEND)
 
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> "ArithmeticEncoder":
-        return ArithmeticEncoder(len(chunks), model.logits_size, model.tokenizer.id_space, self.mixing)
+        return ArithmeticEncoder([len(chunk) for chunk in chunks], model.logits_size, model.tokenizer.id_space,
+                                 self.mixing, self.bias)
 
     def decoder(self, streams: list[bytes], chunk_tokens: list[int], model, top_k: int) -> "ArithmeticDecoder":
-        return ArithmeticDecoder(streams, len(chunk_tokens), model.logits_size, model.tokenizer.id_space, self.mixing)
+        return ArithmeticDecoder(streams, chunk_tokens, model.logits_size, model.tokenizer.id_space, self.mixing,
+                                 self.bias)
+
+
+class UnbiasedArithmeticCoder(ArithmeticCoder):
+    name = "ac-1"
+    bias = False
 
 
 class PlainArithmeticCoder(ArithmeticCoder):
     name = "ac-plain"
     mixing = False
+    bias = False
 
 
 class _Chunks:
-    """What encoder and decoder share: the ids beyond the logits, and a mixer per chunk."""
+    """What encoder and decoder share: the ids beyond the logits, a bias and a mixer per chunk."""
 
-    def __init__(self, chunk_count: int, width: int, id_space: int, mixing: bool):
+    def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool, bias: bool):
         self.width, self.beyond = width, id_space - width  # ids the escape stands for
-        self.mixers = [ChunkMixer(width) for _ in range(chunk_count)] if mixing else None
+        self.mixers = [ChunkMixer(width) for _ in lengths] if mixing else None
+        self.biases = ChunkBiases(lengths, width) if bias else None
 
     def candidates(self, chunk: int, top: int, total: int) -> list[tuple[int, int]]:
         """(token, extra frequency) of the chunk's mixer, by token id; the mixer's weights count in
@@ -74,25 +87,32 @@ class _Chunks:
 
 
 class ArithmeticEncoder(FrameEncoder, _Chunks):
-    def __init__(self, chunk_count: int, width: int, id_space: int, mixing: bool = True):
-        _Chunks.__init__(self, chunk_count, width, id_space, mixing)
-        self.coders = [RangeEncoder() for _ in range(chunk_count)]
+    def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool = True, bias: bool = True):
+        _Chunks.__init__(self, lengths, width, id_space, mixing, bias)
+        self.coders = [RangeEncoder() for _ in lengths]
 
     def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
                 lengths: np.ndarray) -> None:
-        live = np.arange(start, start + tokens.shape[1])[None, :] < lengths[:, None]  # [R, T]
-        where = np.flatnonzero(live)  # row-major: each chunk's positions in order
-        ids = torch.from_numpy(np.ascontiguousarray(tokens).reshape(-1)[where])
-        inside = ids < self.width
-        flat = logits.reshape(-1, logits.shape[-1])[torch.from_numpy(where)]
-        cums, freqs, totals = (t.tolist() for t in coding_facts(flat, torch.where(inside, ids, 0)))
-        tops = flat.argmax(1).tolist() if self.mixers is not None else [0] * len(where)
-        owners = (where // tokens.shape[1]).tolist()
-        for index, (token, row) in enumerate(zip(ids.tolist(), owners)):
-            chunk, total = rows[row], totals[index]
-            extras = self.candidates(chunk, tops[index], total)
-            self._code(self.coders[chunk], token, cums[index], freqs[index], total, extras)
-            self.learn(chunk, token, freqs[index] if token < self.width else None, total)
+        # A position at a time, the chunks side by side: a chunk's bias at a position depends on
+        # the tokens before it, as when unpacking.
+        flat_logits = logits.reshape(-1, logits.shape[-1])  # row r * T + t: chunk r's position start + t
+        for step in range(tokens.shape[1]):
+            live = np.flatnonzero(start + step < lengths)
+            if not live.size:
+                break
+            chunks, ids = [rows[r] for r in live], torch.from_numpy(tokens[live, step].astype(np.int64))
+            at = torch.from_numpy(live * tokens.shape[1] + step)
+            if self.biases is not None:  # biased, coded and learnt from in one call
+                cums, freqs, totals, tops = self.biases.facts(chunks, start + step, flat_logits, at, ids)
+            else:
+                flat = flat_logits[at]
+                tops = flat.argmax(1).tolist() if self.mixers is not None else [0] * len(live)
+                cums, freqs, totals = (t.tolist() for t in coding_facts(flat, torch.where(ids < self.width, ids, 0)))
+            for index, (token, chunk) in enumerate(zip(ids.tolist(), chunks)):
+                total = totals[index]
+                extras = self.candidates(chunk, tops[index], total)
+                self._code(self.coders[chunk], token, cums[index], freqs[index], total, extras)
+                self.learn(chunk, token, freqs[index] if token < self.width else None, total)
 
     def _code(self, coder: RangeEncoder, token: int, cum: int, freq: int, total: int,
               extras: list[tuple[int, int]]) -> None:
@@ -113,16 +133,21 @@ class ArithmeticEncoder(FrameEncoder, _Chunks):
 
 
 class ArithmeticDecoder(FrameDecoder, _Chunks):
-    def __init__(self, streams: list[bytes], chunk_count: int, width: int, id_space: int, mixing: bool = True):
+    def __init__(self, streams: list[bytes], lengths: list[int], width: int, id_space: int, mixing: bool = True,
+                 bias: bool = True):
         if streams[1]:
             raise BadArchiveError("archive is corrupt (an arithmetic-coded frame with a second stream)")
-        _Chunks.__init__(self, chunk_count, width, id_space, mixing)
-        self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], chunk_count)]
+        _Chunks.__init__(self, lengths, width, id_space, mixing, bias)
+        self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], len(lengths))]
 
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:
+        chunks = rows.tolist()
+        if self.biases is not None:
+            logits, tops = self.biases.biased(chunks, logits)
+        else:
+            tops = logits.argmax(1).tolist() if self.mixers is not None else [0] * len(rows)
         lookup = FrequencyLookup(logits)
         totals = lookup.totals.tolist()
-        tops = logits.argmax(1).tolist() if self.mixers is not None else [0] * len(rows)
         extras = [self.candidates(chunk, tops[i], totals[i]) for i, chunk in enumerate(rows)]
         candidates = self._with_model_frequencies(lookup, extras)
         decoders = [self.decoders[chunk] for chunk in rows]
@@ -147,6 +172,8 @@ class ArithmeticDecoder(FrameDecoder, _Chunks):
                 token = self.width + offset
                 self.learn(int(rows[i]), token, None, totals[i])
             tokens[i] = token
+        if self.biases is not None:
+            self.biases.learn(chunks, position, lookup.logits, lookup.totals, torch.from_numpy(tokens))
         return tokens
 
     @staticmethod

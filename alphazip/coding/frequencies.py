@@ -35,7 +35,7 @@ def coding_facts(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tens
     """For each row of ``logits`` [R, V] and its token (< V): (frequencies of the tokens before
     it, its frequency, the row's total), each [R] int64: all a range coder needs to code it."""
     if native.available():
-        return native.frequency_facts(logits.contiguous(), tokens.contiguous(), _CONSTANTS)
+        return native.frequency_facts(logits.contiguous(), tokens.contiguous(), CONSTANTS)
     cums, freqs, totals = [], [], []
     for start in range(0, len(logits), ROWS_AT_ONCE):
         running, total = _running_torch(logits[start:start + ROWS_AT_ONCE])
@@ -58,7 +58,7 @@ class FrequencyLookup:
     def __init__(self, logits: torch.Tensor):
         self.logits = logits.contiguous()  # [R, V]
         if native.available():  # sums per block of ids; queries scan one block
-            self.totals, self._tops, self._blocks = native.frequency_blocks(self.logits, _CONSTANTS)
+            self.totals, self._tops, self._blocks = native.frequency_blocks(self.logits, CONSTANTS)
             self._running = None
         else:
             self._running, self.totals = _running_torch(self.logits)
@@ -69,7 +69,7 @@ class FrequencyLookup:
         (the escape), cum = the total and freq 0."""
         picked, wanted = torch.tensor(rows, dtype=torch.int64), torch.tensor(targets, dtype=torch.int64)
         if self._running is None:
-            found = native.frequency_find(self.logits, self._tops, self._blocks, picked, wanted, _CONSTANTS)
+            found = native.frequency_find(self.logits, self._tops, self._blocks, picked, wanted, CONSTANTS)
             return tuple(t.tolist() for t in found)
         width, running, totals = self.logits.shape[1], self._running[picked], self.totals[picked]
         tokens = torch.searchsorted(running, wanted[:, None], right=True)[:, 0]
@@ -81,7 +81,7 @@ class FrequencyLookup:
         """For each query, row ``rows[q]``'s frequencies before ``ids[q]`` (< V) and its own."""
         picked, wanted = torch.tensor(rows, dtype=torch.int64), torch.tensor(ids, dtype=torch.int64)
         if self._running is None:
-            found = native.frequency_at(self.logits, self._tops, self._blocks, picked, wanted, _CONSTANTS)
+            found = native.frequency_at(self.logits, self._tops, self._blocks, picked, wanted, CONSTANTS)
             return tuple(t.tolist() for t in found)
         running = self._running[picked]
         upto = running.gather(1, wanted[:, None])[:, 0]
@@ -95,5 +95,5 @@ def _running_torch(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # The compiled kernel's float32 constants, the very values the torch path uses.
-_CONSTANTS = torch.tensor([xm.LOG2E, float(1 << SCALE_BITS), *xm.exp2_coefficients(torch.float32)],
+CONSTANTS = torch.tensor([xm.LOG2E, float(1 << SCALE_BITS), *xm.exp2_coefficients(torch.float32)],
                           dtype=torch.float32)

@@ -493,6 +493,31 @@ __attribute__((target("avx2"))) static void frequencies_avx2(FREQUENCIES_PARAMET
 __attribute__((target("arch=x86-64-v4"))) static void frequencies_v4(FREQUENCIES_PARAMETERS) { frequencies_body(FREQUENCIES_ARGUMENTS); }
 static void (*frequencies_rows)(FREQUENCIES_PARAMETERS) = frequencies_baseline;
 
+/* The ``ac`` coder's adaptive log-space bias (alphazip/coding/bias.py): one gradient step on the coded
+ * token's code length, b -= rate * p for every id, then b[token] += rate, where p = f / total are the
+ * integer frequencies of the biased row (``biased`` = logits + b). Each element is a few exactly
+ * rounded operations: f in int32 (at most 2^30 + 1), f * (rate / total) in double, rounded to
+ * float, subtracted; so every variant writes the same bits. */
+static inline __attribute__((always_inline)) void bias_learn_body(int width, const float *biased, int64_t total,
+        int token, float rate, float *bias, const float *constants) {
+    if (token >= width) return; /* escaped: the model's ids learn nothing */
+    const float top = largest(biased, width);
+    const double scale = (double)rate / (double)total;
+    for (int j = 0; j < width; j++) {
+        const int32_t f = (int32_t)(exp2_exact((biased[j] - top) * constants[0], constants + 2) * constants[1]) + 1;
+        bias[j] = bias[j] - (float)((double)f * scale);
+    }
+    bias[token] = bias[token] + rate;
+}
+
+#define BIAS_PARAMETERS int width, const float *biased, int64_t total, int token, float rate, float *bias, \
+    const float *constants
+#define BIAS_ARGUMENTS width, biased, total, token, rate, bias, constants
+static void bias_baseline(BIAS_PARAMETERS) { bias_learn_body(BIAS_ARGUMENTS); }
+__attribute__((target("avx2"))) static void bias_avx2(BIAS_PARAMETERS) { bias_learn_body(BIAS_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void bias_v4(BIAS_PARAMETERS) { bias_learn_body(BIAS_ARGUMENTS); }
+static void (*bias_rows)(BIAS_PARAMETERS) = bias_baseline;
+
 /* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), 3 the same with
  * VNNI for attention's integer products, lowered to what this CPU has. Returns the level in use;
  * the other kernels take 3 as 2. */
@@ -512,6 +537,7 @@ int alphazip_select_isa(int level) {
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
     split_rows = level == 2 ? split_v4 : level == 1 ? split_avx2 : split_baseline;
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
+    bias_rows = level == 2 ? bias_v4 : level == 1 ? bias_avx2 : bias_baseline;
     alphazip_int_matmul_select_isa(level);
     alphazip_rows_select_isa(level);
     return vnni ? 3 : level;
@@ -580,4 +606,64 @@ void alphazip_frequency_at(long queries, int width, const float *logits, const f
         cums[q] = below;
         freqs[q] = frequency(row[id], tops[r], constants);
     }
+}
+
+/* For each row r: the bias row ``which[r]`` of ``bias`` [chunks, width] learns from ``tokens[r]``
+ * under ``biased`` [rows, width] whose frequencies total ``totals[r]`` (a token >= width, escaped,
+ * teaches nothing). Rows name distinct bias rows. */
+void alphazip_bias_learn(long rows, int width, const float *biased, const int64_t *totals, const int64_t *which,
+                         const int64_t *tokens, float rate, float *bias, const float *constants, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK)
+    for (long r = 0; r < rows; r++)
+        bias_rows(width, biased + r * (long)width, totals[r], (int)tokens[r], rate, bias + which[r] * (long)width,
+                  constants);
+}
+
+/* logits + bias into out, and the first id of out's largest value (torch.argmax's choice). */
+static inline int64_t add_bias_row(int width, const float *x, const float *b, float *out) {
+#pragma omp simd
+    for (int j = 0; j < width; j++) out[j] = x[j] + b[j];
+    const float top = largest(out, width);
+    int at = 0;
+    while (out[at] != top) at++;
+    return at;
+}
+
+/* For each row r: out[r] = logits row ``logit_rows[r]`` + bias row ``which[r]`` (float32 sums, exactly
+ * rounded), and first[r] = the first id of out[r]'s largest value (unpacking's step). */
+void alphazip_bias_add(long rows, int width, const float *logits, const int64_t *logit_rows, const float *bias,
+                       const int64_t *which, float *out, int64_t *first, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK)
+    for (long r = 0; r < rows; r++)
+        first[r] = add_bias_row(width, logits + logit_rows[r] * (long)width, bias + which[r] * (long)width,
+                                out + r * (long)width);
+}
+
+/* Packing's step, each token known: per row r, the biased row (alphazip_bias_add's, in a scratch row
+ * that stays in cache), its argmax, alphazip_frequencies' facts of tokens[r] (of id 0 for an escaped
+ * token), then alphazip_bias_learn's step. One call instead of four passes over memory. */
+void alphazip_bias_facts(long rows, int width, const float *logits, const int64_t *logit_rows, float *bias,
+                         const int64_t *which, const int64_t *tokens, float rate, int64_t *cums, int64_t *freqs,
+                         int64_t *totals, int64_t *first, const float *constants, int threads) {
+    static _Thread_local float *scratch = NULL; /* each pool thread's row, kept between calls */
+    static _Thread_local int scratch_width = 0;
+    int failed = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK) reduction(|| : failed)
+    for (long r = 0; r < rows; r++) {
+        if (scratch_width < width) {
+            free(scratch);
+            scratch = malloc((size_t)width * sizeof *scratch);
+            scratch_width = scratch ? width : 0;
+        }
+        if (!scratch) {
+            failed = 1;
+            continue;
+        }
+        float *b = bias + which[r] * (long)width;
+        first[r] = add_bias_row(width, logits + logit_rows[r] * (long)width, b, scratch);
+        const int64_t token = tokens[r] < width ? tokens[r] : 0;
+        frequencies_rows(0, 1, width, scratch, &token, cums + r, freqs + r, totals + r, NULL, NULL, constants);
+        bias_rows(width, scratch, totals[r], (int)tokens[r], rate, b, constants);
+    }
+    if (failed) totals[0] = -1; /* no memory: the caller raises */
 }

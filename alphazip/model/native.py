@@ -26,6 +26,9 @@ _SIGNATURES = {
     "alphazip_frequencies": [_LONG, _INT] + [_POINTER] * 8 + [_INT],
     "alphazip_frequency_find": [_LONG, _INT] + [_POINTER] * 9,
     "alphazip_frequency_at": [_LONG, _INT] + [_POINTER] * 8,
+    "alphazip_bias_learn": [_LONG, _INT] + [_POINTER] * 4 + [_FLOAT, _POINTER, _POINTER, _INT],
+    "alphazip_bias_add": [_LONG, _INT] + [_POINTER] * 6 + [_INT],
+    "alphazip_bias_facts": [_LONG, _INT] + [_POINTER] * 5 + [_FLOAT] + [_POINTER] * 5 + [_INT],
     "alphazip_int_matmul": [_INT] * 3 + [_POINTER] * 3 + [_LONG, _INT],
     "alphazip_tokens_at": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
     "alphazip_rms_norm": [_LONG, _INT, _POINTER, _POINTER, ctypes.c_double, _POINTER, _INT],
@@ -316,6 +319,41 @@ def frequency_find(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tenso
                                      _pointer(targets), _pointer(tokens), _pointer(cums), _pointer(freqs),
                                      _pointer(constants))
     return tokens, cums, freqs
+
+
+def bias_add(logits: torch.Tensor, logit_rows: torch.Tensor, bias: torch.Tensor,
+             which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``logit_rows`` of ``logits`` [N, V] plus rows ``which`` of ``bias`` [chunks, V], [R, V],
+    and each sum's argmax [R] (the first largest)."""
+    rows, width = len(logit_rows), logits.shape[-1]
+    out, first = torch.empty((rows, width), dtype=torch.float32), torch.empty(rows, dtype=torch.int64)
+    _LIBRARY.alphazip_bias_add(rows, width, _pointer(logits), _pointer(logit_rows), _pointer(bias), _pointer(which),
+                               _pointer(out), _pointer(first), torch.get_num_threads())
+    return out, first
+
+
+def bias_facts(logits: torch.Tensor, logit_rows: torch.Tensor, bias: torch.Tensor, which: torch.Tensor,
+               tokens: torch.Tensor, rate: float, constants: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Packing's step in one call: ``bias_add``'s rows, ``frequency_facts`` of ``tokens`` under them
+    (of id 0 for a token >= V) and their argmax, then ``bias_learn`` on ``bias`` in place.
+    Returns cums, freqs, totals and argmaxes, [R] int64 each."""
+    rows, width = len(logit_rows), logits.shape[-1]
+    cums, freqs, totals, first = (torch.empty(rows, dtype=torch.int64) for _ in range(4))
+    _LIBRARY.alphazip_bias_facts(rows, width, _pointer(logits), _pointer(logit_rows), _pointer(bias), _pointer(which),
+                                 _pointer(tokens), rate, _pointer(cums), _pointer(freqs), _pointer(totals),
+                                 _pointer(first), _pointer(constants), torch.get_num_threads())
+    if rows and int(totals[0]) < 0:
+        raise MemoryError("no memory for a row of the coder's bias")
+    return cums, freqs, totals, first
+
+
+def bias_learn(biased: torch.Tensor, totals: torch.Tensor, which: torch.Tensor, tokens: torch.Tensor, rate: float,
+               bias: torch.Tensor, constants: torch.Tensor) -> None:
+    """``coding.bias``'s learning step in place on ``bias`` [chunks, V]: row ``which[r]`` from
+    ``tokens[r]`` (< V) under ``biased`` [R, V] float32, whose frequencies total ``totals[r]``."""
+    rows, width = biased.shape
+    _LIBRARY.alphazip_bias_learn(rows, width, _pointer(biased), _pointer(totals), _pointer(which), _pointer(tokens),
+                                 rate, _pointer(bias), _pointer(constants), torch.get_num_threads())
 
 
 def frequency_at(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tensor, rows: torch.Tensor,

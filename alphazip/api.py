@@ -150,14 +150,16 @@ class Compressor:
             return self.raw_frame(piece)
         coded = self.model_frame(piece, plan.model, plan.engine, progress, scores)
         if auto:
-            raw = self.raw_frame(piece)
-            if len(container.frame_bytes(raw)) <= len(container.frame_bytes(coded)):
+            size = len(container.frame_bytes(coded))
+            raw = self.raw_frame(piece, to_beat=size)
+            if len(container.frame_bytes(raw)) <= size:
                 return raw
         return coded
 
-    def raw_frame(self, piece: bytes) -> Frame:
-        """A raw frame: the back-end applied to the bytes themselves."""
-        payload = get_coder(self.settings.backend).raw_backend.encode(np.frombuffer(piece, np.uint8), 256)
+    def raw_frame(self, piece: bytes, to_beat: int | None = None) -> Frame:
+        """A raw frame: the back-end applied to the bytes themselves (``to_beat``: the size of
+        the model frame it competes with, if any)."""
+        payload = get_coder(self.settings.backend).raw_payload(piece, to_beat)
         return Frame("raw", len(piece), [], [], [payload], zlib.crc32(piece))
 
     def model_frame(self, piece: bytes, model: LanguageModel, engine: str, progress: Progress | None = None,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..backends import Backend, get_backend
+from ..backends.text_cm import TaggedRaw
 from ..compact import ByteReader, varint
 from ..errors import BadArchiveError
 from ..mixing import FREQ_BITS, ChunkMixer
@@ -29,17 +30,23 @@ from .frequencies import FrequencyLookup, coding_facts
 from .rangecoder import RangeDecoder, RangeEncoder
 
 ESCAPE = 1  # the escape symbol's frequency, after the model's tokens
-RAW_BACKEND = "brotli"  # frames packed without the model (binary data) use it
+RAW_BACKEND = "brotli"  # raw frames of ac-1 and ac-plain
 
 
 class ArithmeticCoder(TokenCoder):
     name = "ac"
     mixing = True
     bias = True
+    tagged_raw = True  # raw frames: brotli, or text_cm's mixing coder where the model lost
 
     @property
     def raw_backend(self) -> Backend:
-        return get_backend(RAW_BACKEND)
+        return TaggedRaw() if self.tagged_raw else get_backend(RAW_BACKEND)
+
+    def raw_payload(self, piece: bytes, to_beat: int | None = None) -> bytes:
+        if self.tagged_raw:
+            return TaggedRaw().encode(np.frombuffer(piece, np.uint8), 256, to_beat)
+        return super().raw_payload(piece, to_beat)
 
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> "ArithmeticEncoder":
         return ArithmeticEncoder([len(chunk) for chunk in chunks], model.logits_size, model.tokenizer.id_space,
@@ -52,13 +59,12 @@ class ArithmeticCoder(TokenCoder):
 
 class UnbiasedArithmeticCoder(ArithmeticCoder):
     name = "ac-1"
-    bias = False
+    bias = tagged_raw = False
 
 
 class PlainArithmeticCoder(ArithmeticCoder):
     name = "ac-plain"
-    mixing = False
-    bias = False
+    mixing = bias = tagged_raw = False
 
 
 class _Chunks:

@@ -58,6 +58,11 @@ class TokenCoder(ABC):
     def raw_backend(self) -> Backend:
         """The byte coder for frames packed without the model."""
 
+    def raw_payload(self, piece: bytes, to_beat: int | None = None) -> bytes:
+        """A raw frame's payload for ``piece``; ``to_beat``: the size of the model frame it
+        competes with (None: none), which a coder may use to decide how hard to try."""
+        return self.raw_backend.encode(np.frombuffer(piece, np.uint8), 256)
+
     @abstractmethod
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> FrameEncoder:
         """A fresh encoder for a frame cut into ``chunks`` (token ids)."""

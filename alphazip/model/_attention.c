@@ -639,20 +639,48 @@ void alphazip_bias_add(long rows, int width, const float *logits, const int64_t 
                                 out + r * (long)width);
 }
 
+/* Packing's step for one biased row y (its largest value ``top``), the token known: the row's integer
+ * frequencies, kept in f, give alphazip_frequencies' facts of the token (of id 0 for an escaped one),
+ * then bias_learn_body's step from the same f: the same integers and roundings, one exp2 pass. */
+static inline __attribute__((always_inline)) void coded_step_body(int width, const float *y, float top,
+        int64_t token, float rate, float *b, int32_t *f, int64_t *cum, int64_t *own, int64_t *total,
+        const float *constants) {
+    for (int j = 0; j < width; j++)
+        f[j] = (int32_t)(exp2_exact((y[j] - top) * constants[0], constants + 2) * constants[1]) + 1;
+    const int at = token < width ? (int)token : 0;
+    int64_t before = 0, after = 0;
+    for (int j = 0; j < at; j++) before += f[j];
+    for (int j = at + 1; j < width; j++) after += f[j];
+    *cum = before, *own = f[at], *total = before + f[at] + after;
+    if (token >= width) return; /* escaped: the model's ids learn nothing */
+    const double scale = (double)rate / (double)*total;
+    for (int j = 0; j < width; j++) b[j] = b[j] - (float)((double)f[j] * scale);
+    b[token] = b[token] + rate;
+}
+
+#define CODED_STEP_PARAMETERS int width, const float *y, float top, int64_t token, float rate, float *b, int32_t *f, \
+    int64_t *cum, int64_t *own, int64_t *total, const float *constants
+#define CODED_STEP_ARGUMENTS width, y, top, token, rate, b, f, cum, own, total, constants
+static void coded_step_baseline(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
+__attribute__((target("avx2"))) static void coded_step_avx2(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void coded_step_v4(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
+
 /* Packing's step, each token known: per row r, the biased row (alphazip_bias_add's, in a scratch row
  * that stays in cache), its argmax, alphazip_frequencies' facts of tokens[r] (of id 0 for an escaped
  * token), then alphazip_bias_learn's step. One call instead of four passes over memory. */
 void alphazip_bias_facts(long rows, int width, const float *logits, const int64_t *logit_rows, float *bias,
                          const int64_t *which, const int64_t *tokens, float rate, int64_t *cums, int64_t *freqs,
                          int64_t *totals, int64_t *first, const float *constants, int threads) {
-    static _Thread_local float *scratch = NULL; /* each pool thread's row, kept between calls */
+    static _Thread_local float *scratch = NULL; /* each pool thread's biased row and its frequencies */
     static _Thread_local int scratch_width = 0;
+    void (*coded_step)(CODED_STEP_PARAMETERS) = bias_rows == bias_v4 ? coded_step_v4
+                                                : bias_rows == bias_avx2 ? coded_step_avx2 : coded_step_baseline;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK) reduction(|| : failed)
     for (long r = 0; r < rows; r++) {
         if (scratch_width < width) {
             free(scratch);
-            scratch = malloc((size_t)width * sizeof *scratch);
+            scratch = malloc(2 * (size_t)width * sizeof *scratch);
             scratch_width = scratch ? width : 0;
         }
         if (!scratch) {
@@ -660,10 +688,10 @@ void alphazip_bias_facts(long rows, int width, const float *logits, const int64_
             continue;
         }
         float *b = bias + which[r] * (long)width;
-        first[r] = add_bias_row(width, logits + logit_rows[r] * (long)width, b, scratch);
-        const int64_t token = tokens[r] < width ? tokens[r] : 0;
-        frequencies_rows(0, 1, width, scratch, &token, cums + r, freqs + r, totals + r, NULL, NULL, constants);
-        bias_rows(width, scratch, totals[r], (int)tokens[r], rate, b, constants);
+        const int64_t at = add_bias_row(width, logits + logit_rows[r] * (long)width, b, scratch);
+        first[r] = at;
+        coded_step(width, scratch, scratch[at] + 0.0f, tokens[r], rate, b, (int32_t *)(scratch + width), cums + r,
+                   freqs + r, totals + r, constants);
     }
     if (failed) totals[0] = -1; /* no memory: the caller raises */
 }

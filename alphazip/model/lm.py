@@ -117,14 +117,15 @@ class LanguageModel:
 
     def decoding_memory(self, engine: str, length: int) -> int:
         """Bytes that decoding one chunk of ``length`` tokens allocates (a batch: that many times
-        as much): its KV cache, and one step's logits and activations with their temporaries."""
+        as much): its KV cache, and one step's logits and activations with their temporaries
+        (the ``ac`` coder's bias over the vocabulary and the biased logits among them)."""
         config = self.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_key = 2 * head_dim  # a key and a value
         # The exact engine keeps them as int8 with a float32 scale each; the others in their dtype.
         per_key = per_key + 8 if self.exact(engine) else per_key * DTYPES[self.dtype].itemsize
         cache = config.num_hidden_layers * config.num_key_value_heads * per_key * -(-length // 64) * 64
-        step = 8 * 4 * (config.vocab_size + config.intermediate_size + config.hidden_size)
+        step = 10 * 4 * (config.vocab_size + config.intermediate_size + config.hidden_size)
         return cache + step
 
     def invariant(self, engine: str) -> bool:

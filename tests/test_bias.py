@@ -4,6 +4,7 @@ torch path, a smaller code where the text keeps using tokens the model underrate
 import numpy as np
 import pytest
 import torch
+from conftest import kernel_build
 
 from alphazip.coding import bias as bias_module
 from alphazip.coding.arithmetic import ArithmeticDecoder, ArithmeticEncoder
@@ -46,11 +47,8 @@ def test_the_kernel_learns_the_torch_paths_bits(monkeypatch, level):
     """SSE2, AVX2 and AVX-512 builds of the steps against the torch path, escapes and floors included;
     packing's one-call step against unpacking's steps in each."""
     lengths, logits, tokens = sample(1)
-    try:
-        native._LIBRARY.alphazip_select_isa(level)
+    with kernel_build(level):
         compiled = run_biases(lengths, logits, tokens)
-    finally:
-        native._LIBRARY.alphazip_select_isa(native._ISA)
     monkeypatch.setattr(native, "_LIBRARY", None)
     torch_path = run_biases(lengths, logits, tokens)
     assert all(torch.equal(a, b) and tops == others for (a, tops), (b, others) in zip(compiled, torch_path, strict=True))

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import kernel_build
 from tiny import tiny_gemma3
 
 from alphazip.model import exactmath as xm
@@ -120,11 +121,8 @@ def test_the_kernel_is_built_where_a_compiler_is():
 def test_compiled_kernel_gives_the_torch_path_bits(engine, tokens, monkeypatch, segment, level):
     """Every kernel of a forward pass (norms, RoPE and quantization, attention, products, gates) in
     its SSE2, AVX2, AVX-512 and AVX-512 VNNI builds against the torch path."""
-    try:
-        native._LIBRARY.alphazip_select_isa(level)
+    with kernel_build(level):
         with_kernel = stepped(engine, tokens, segment)
-    finally:
-        native._LIBRARY.alphazip_select_isa(native._ISA)
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(stepped(engine, tokens, segment), with_kernel)
 
@@ -162,12 +160,9 @@ def test_attention_kernel_gives_the_torch_bits_in_every_variant(level, group, di
     cache.keys[0][0] = -127
     row_scale = torch.rand(batch, kv_heads, group, count, generator=generator) * 0.05
     terms = torch.tensor([SOFTMAX_UNIT, VALUE_WEIGHT_LEVELS, *xm.exp2_coefficients(torch.float32)], dtype=torch.float32)
-    try:
-        native._LIBRARY.alphazip_select_isa(level)
+    with kernel_build(level):
         compiled = native.attend(q, row_scale, start, window, cache.keys[0], cache.key_steps[0], cache.values[0],
                                  cache.value_steps[0], terms)
-    finally:
-        native._LIBRARY.alphazip_select_isa(native._ISA)
     assert torch.equal(compiled, torch_attention(q, row_scale, start, window, cache))
 
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import kernel_build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,14 +75,11 @@ def test_every_integer_product_is_exact(rows, depth, cols):
 def test_compiled_integer_product_is_exact_in_every_variant(level):
     """The SSE2, AVX2 and AVX-512 tiles, edge tiles and zero padding (depths not a multiple of 32)."""
     generator = torch.Generator().manual_seed(level)
-    try:
-        native._LIBRARY.alphazip_select_isa(level)
+    with kernel_build(level):
         for rows, depth, cols in ((1, 1, 1), (5, 33, 7), (9, 576, 130), (2, 1536, 64)):
             a = torch.randint(-128, 128, (rows, depth), dtype=torch.int8, generator=generator)
             w = torch.randint(-128, 128, (cols, depth), dtype=torch.int8, generator=generator)
             assert torch.equal(native.int_matmul(a, w), (a.long() @ w.long().t()).to(torch.int32))
-    finally:
-        native._LIBRARY.alphazip_select_isa(native._ISA)
 
 
 @pytest.mark.skipif(not native.available() or not native.amx_available(), reason="no AMX tiles here")

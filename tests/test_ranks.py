@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import kernel_build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,11 +39,8 @@ def test_compiled_ranks_follow_the_torch_path_in_every_variant(level, monkeypatc
     logits[0] = -0.0  # equal to 0.0
     tokens = torch.randint(0, 1000, (50,), generator=generator)
     tokens[1] = 1000  # beyond the width
-    try:
-        native._LIBRARY.alphazip_select_isa(level)
+    with kernel_build(level):
         compiled = ranks_of(logits, tokens)
-    finally:
-        native._LIBRARY.alphazip_select_isa(native._ISA)
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(compiled, ranks_of(logits, tokens))
 
@@ -59,11 +57,8 @@ def test_compiled_token_lookup_follows_the_torch_path_in_every_variant(level, mo
     ranks = torch.randint(0, 1003, (60,), generator=generator)  # deep ranks: bisection
     ranks[::3] = torch.randint(0, 64, (20,), generator=generator)  # shallow ranks: one pass
     ranks[4], ranks[5], ranks[6] = 0, 63, 64  # the edges of the two ways
-    try:
-        native._LIBRARY.alphazip_select_isa(level)
+    with kernel_build(level):
         compiled = tokens_at(logits, ranks)
-    finally:
-        native._LIBRARY.alphazip_select_isa(native._ISA)
     assert torch.equal(ranks_of(logits, compiled), ranks)
     monkeypatch.setattr(native, "_LIBRARY", None)
     assert torch.equal(compiled, tokens_at(logits, ranks))

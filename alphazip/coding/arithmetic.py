@@ -99,26 +99,36 @@ class ArithmeticEncoder(FrameEncoder, _Chunks):
 
     def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
                 lengths: np.ndarray) -> None:
-        # A position at a time, the chunks side by side: a chunk's bias at a position depends on
-        # the tokens before it, as when unpacking.
-        flat_logits = logits.reshape(-1, logits.shape[-1])  # row r * T + t: chunk r's position start + t
-        for step in range(tokens.shape[1]):
-            live = np.flatnonzero(start + step < lengths)
-            if not live.size:
+        count = tokens.shape[1]
+        flat_logits = logits.reshape(-1, logits.shape[-1])  # row r * count + t: chunk r's position start + t
+        flat_tokens = np.ascontiguousarray(tokens, dtype=np.int64).reshape(-1)
+        live = np.arange(start, start + count)[None, :] < lengths[:, None]  # [R, count]
+        if self.biases is None:  # nothing carried between positions: all in one call, row-major
+            self._code_positions(rows, np.flatnonzero(live), flat_logits, flat_tokens, count, None)
+            return
+        for step in range(count):  # a chunk's bias at a position depends on the tokens before it
+            where = np.flatnonzero(live[:, step]) * count + step
+            if not where.size:
                 break
-            chunks, ids = [rows[r] for r in live], torch.from_numpy(tokens[live, step].astype(np.int64))
-            at = torch.from_numpy(live * tokens.shape[1] + step)
-            if self.biases is not None:  # biased, coded and learnt from in one call
-                cums, freqs, totals, tops = self.biases.facts(chunks, start + step, flat_logits, at, ids)
-            else:
-                flat = flat_logits[at]
-                tops = flat.argmax(1).tolist() if self.mixers is not None else [0] * len(live)
-                cums, freqs, totals = (t.tolist() for t in coding_facts(flat, torch.where(ids < self.width, ids, 0)))
-            for index, (token, chunk) in enumerate(zip(ids.tolist(), chunks)):
-                total = totals[index]
-                extras = self.candidates(chunk, tops[index], total)
-                self._code(self.coders[chunk], token, cums[index], freqs[index], total, extras)
-                self.learn(chunk, token, freqs[index] if token < self.width else None, total)
+            self._code_positions(rows, where, flat_logits, flat_tokens, count, start + step)
+
+    def _code_positions(self, rows: Sequence[int], where: np.ndarray, flat_logits: torch.Tensor,
+                        flat_tokens: np.ndarray, count: int, position: int | None) -> None:
+        """Code the tokens at flat indices ``where`` (each chunk's in order); ``position``: theirs,
+        all at one position of their chunks, when the chunks' biases learn from them."""
+        chunks = [rows[r] for r in (where // count).tolist()]
+        ids, at = torch.from_numpy(flat_tokens[where]), torch.from_numpy(where)
+        if position is not None:  # biased, coded and learnt from in one call
+            cums, freqs, totals, tops = self.biases.facts(chunks, position, flat_logits, at, ids)
+        else:
+            flat = flat_logits[at]
+            tops = flat.argmax(1).tolist() if self.mixers is not None else [0] * len(where)
+            cums, freqs, totals = (t.tolist() for t in coding_facts(flat, torch.where(ids < self.width, ids, 0)))
+        for index, (token, chunk) in enumerate(zip(ids.tolist(), chunks)):
+            total = totals[index]
+            extras = self.candidates(chunk, tops[index], total)
+            self._code(self.coders[chunk], token, cums[index], freqs[index], total, extras)
+            self.learn(chunk, token, freqs[index] if token < self.width else None, total)
 
     def _code(self, coder: RangeEncoder, token: int, cum: int, freq: int, total: int,
               extras: list[tuple[int, int]]) -> None:

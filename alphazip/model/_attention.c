@@ -518,6 +518,33 @@ __attribute__((target("avx2"))) static void bias_avx2(BIAS_PARAMETERS) { bias_le
 __attribute__((target("arch=x86-64-v4"))) static void bias_v4(BIAS_PARAMETERS) { bias_learn_body(BIAS_ARGUMENTS); }
 static void (*bias_rows)(BIAS_PARAMETERS) = bias_baseline;
 
+/* Packing's step for one biased row y (its largest value ``top``), the token known: the row's integer
+ * frequencies, kept in f, give alphazip_frequencies' facts of the token (of id 0 for an escaped one),
+ * then bias_learn_body's step from the same f: the same integers and roundings, one exp2 pass. */
+static inline __attribute__((always_inline)) void coded_step_body(int width, const float *y, float top,
+        int64_t token, float rate, float *b, int32_t *f, int64_t *cum, int64_t *own, int64_t *total,
+        const float *constants) {
+    for (int j = 0; j < width; j++)
+        f[j] = (int32_t)(exp2_exact((y[j] - top) * constants[0], constants + 2) * constants[1]) + 1;
+    const int at = token < width ? (int)token : 0;
+    int64_t before = 0, after = 0;
+    for (int j = 0; j < at; j++) before += f[j];
+    for (int j = at + 1; j < width; j++) after += f[j];
+    *cum = before, *own = f[at], *total = before + f[at] + after;
+    if (token >= width) return; /* escaped: the model's ids learn nothing */
+    const double scale = (double)rate / (double)*total;
+    for (int j = 0; j < width; j++) b[j] = b[j] - (float)((double)f[j] * scale);
+    b[token] = b[token] + rate;
+}
+
+#define CODED_STEP_PARAMETERS int width, const float *y, float top, int64_t token, float rate, float *b, int32_t *f, \
+    int64_t *cum, int64_t *own, int64_t *total, const float *constants
+#define CODED_STEP_ARGUMENTS width, y, top, token, rate, b, f, cum, own, total, constants
+static void coded_step_baseline(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
+__attribute__((target("avx2"))) static void coded_step_avx2(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
+__attribute__((target("arch=x86-64-v4"))) static void coded_step_v4(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
+static void (*coded_step)(CODED_STEP_PARAMETERS) = coded_step_baseline;
+
 /* Use the variants for ``level``: 0 baseline x86-64, 1 AVX2, 2 x86-64-v4 (AVX-512), 3 the same with
  * VNNI for attention's integer products, lowered to what this CPU has. Returns the level in use;
  * the other kernels take 3 as 2. */
@@ -538,6 +565,7 @@ int alphazip_select_isa(int level) {
     split_rows = level == 2 ? split_v4 : level == 1 ? split_avx2 : split_baseline;
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
     bias_rows = level == 2 ? bias_v4 : level == 1 ? bias_avx2 : bias_baseline;
+    coded_step = level == 2 ? coded_step_v4 : level == 1 ? coded_step_avx2 : coded_step_baseline;
     alphazip_int_matmul_select_isa(level);
     alphazip_rows_select_isa(level);
     return vnni ? 3 : level;
@@ -639,32 +667,6 @@ void alphazip_bias_add(long rows, int width, const float *logits, const int64_t 
                                 out + r * (long)width);
 }
 
-/* Packing's step for one biased row y (its largest value ``top``), the token known: the row's integer
- * frequencies, kept in f, give alphazip_frequencies' facts of the token (of id 0 for an escaped one),
- * then bias_learn_body's step from the same f: the same integers and roundings, one exp2 pass. */
-static inline __attribute__((always_inline)) void coded_step_body(int width, const float *y, float top,
-        int64_t token, float rate, float *b, int32_t *f, int64_t *cum, int64_t *own, int64_t *total,
-        const float *constants) {
-    for (int j = 0; j < width; j++)
-        f[j] = (int32_t)(exp2_exact((y[j] - top) * constants[0], constants + 2) * constants[1]) + 1;
-    const int at = token < width ? (int)token : 0;
-    int64_t before = 0, after = 0;
-    for (int j = 0; j < at; j++) before += f[j];
-    for (int j = at + 1; j < width; j++) after += f[j];
-    *cum = before, *own = f[at], *total = before + f[at] + after;
-    if (token >= width) return; /* escaped: the model's ids learn nothing */
-    const double scale = (double)rate / (double)*total;
-    for (int j = 0; j < width; j++) b[j] = b[j] - (float)((double)f[j] * scale);
-    b[token] = b[token] + rate;
-}
-
-#define CODED_STEP_PARAMETERS int width, const float *y, float top, int64_t token, float rate, float *b, int32_t *f, \
-    int64_t *cum, int64_t *own, int64_t *total, const float *constants
-#define CODED_STEP_ARGUMENTS width, y, top, token, rate, b, f, cum, own, total, constants
-static void coded_step_baseline(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
-__attribute__((target("avx2"))) static void coded_step_avx2(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
-__attribute__((target("arch=x86-64-v4"))) static void coded_step_v4(CODED_STEP_PARAMETERS) { coded_step_body(CODED_STEP_ARGUMENTS); }
-
 /* Packing's step, each token known: per row r, the biased row (alphazip_bias_add's, in a scratch row
  * that stays in cache), its argmax, alphazip_frequencies' facts of tokens[r] (of id 0 for an escaped
  * token), then alphazip_bias_learn's step. One call instead of four passes over memory. */
@@ -673,8 +675,6 @@ void alphazip_bias_facts(long rows, int width, const float *logits, const int64_
                          int64_t *totals, int64_t *first, const float *constants, int threads) {
     static _Thread_local float *scratch = NULL; /* each pool thread's biased row and its frequencies */
     static _Thread_local int scratch_width = 0;
-    void (*coded_step)(CODED_STEP_PARAMETERS) = bias_rows == bias_v4 ? coded_step_v4
-                                                : bias_rows == bias_avx2 ? coded_step_avx2 : coded_step_baseline;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK) reduction(|| : failed)
     for (long r = 0; r < rows; r++) {

@@ -172,22 +172,13 @@ PRIOR_NGRAM = [
 ]
 
 
-class ChunkMixer:
-    """Match and n-gram experts over one chunk's history, mixed into the model's frequencies.
+class OwnHistory:
+    """The experts of one chunk over its own tokens so far: what ``ChunkMixer`` mixes by default."""
 
-    Call order per position: ``mix`` (or ``predictions``), then ``update`` with the coded token.
-    """
-
-    def __init__(self, width: int):
-        self.width = width  # token ids the model's frequencies cover
+    def __init__(self):
         self._history: list[int] = []
         self._matches = [MatchModel(n) for n in MATCH_LENGTHS]
         self._ngrams = [NGramModel(k) for k in ORDERS]
-        # _theta[expert][bucket][top]: a weight's table index, with FRAC fractional bits
-        self._theta = [[[p << FRAC for p in cell] for cell in row] for row in PRIOR_MATCH + PRIOR_NGRAM]
-        self._shared = [0] * len(self._theta)  # per expert, added to each of its cells
-        self._plan: list[tuple[int, list[int], int, dict[int, int], int]] | None = None
-        self._freqs: np.ndarray | None = None
 
     def experts(self):
         """(expert, bucket, {token: count}, sum of counts) of each expert that predicts."""
@@ -199,13 +190,37 @@ class ChunkMixer:
             if found:
                 yield expert, NGramModel.bucket(*found), *found
 
+    def append(self, token: int) -> None:
+        self._history.append(token)
+        for model in (*self._matches, *self._ngrams):
+            model.update(self._history)
+
+
+class ChunkMixer:
+    """Match and n-gram experts over a chunk's history, mixed into the model's frequencies.
+
+    ``history`` gives the experts' predictions and takes each coded token: the chunk's own
+    (``OwnHistory``, the default) or its view of a group's (``sharing.Member``). The weights are
+    the chunk's own either way. Call order per position: ``mix`` (or ``predictions``), then
+    ``update`` with the coded token.
+    """
+
+    def __init__(self, width: int, history=None):
+        self.width = width  # token ids the model's frequencies cover
+        self.history = history if history is not None else OwnHistory()
+        # _theta[expert][bucket][top]: a weight's table index, with FRAC fractional bits
+        self._theta = [[[p << FRAC for p in cell] for cell in row] for row in PRIOR_MATCH + PRIOR_NGRAM]
+        self._shared = [0] * len(self._theta)  # per expert, added to each of its cells
+        self._plan: list[tuple[int, list[int], int, dict[int, int], int]] | None = None
+        self._freqs: np.ndarray | None = None
+
     def _planned(self, top: int | None):
         # Per table cell used: the cell, its integer addition to each token, and their sum.
         # The model's top token and the rest have cells of their own: a candidate the model
         # already ranks first needs a different boost from one it does not.
         if self._plan is None:
             self._plan = []
-            for expert, bucket, counts, seen in self.experts():
+            for expert, bucket, counts, seen in self.history.experts():
                 cell = self._theta[expert][bucket]
                 for is_top in (0, 1):
                     index = min(max(cell[is_top] + self._shared[expert], 0), _TOP)
@@ -251,9 +266,7 @@ class ChunkMixer:
         plan = self._planned(None)
         if model_freq is not None and plan:
             self._step(plan, token, model_freq)
-        self._history.append(token)
-        for model in (*self._matches, *self._ngrams):
-            model.update(self._history)
+        self.history.append(token)
         self._plan = None
 
     def _step(self, plan, token: int, model_freq: int) -> None:

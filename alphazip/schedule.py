@@ -7,7 +7,7 @@ dtype. Everything here is a pure function of what the archive header records.
 """
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,12 +47,6 @@ def torch_threads(count: int):
 def split_chunks(ids: np.ndarray, context: int) -> list[np.ndarray]:
     """Consecutive chunks of ``context`` tokens; the last one may be shorter."""
     return [ids[start:start + context] for start in range(0, len(ids), context)]
-
-
-def groups(count: int, batch: int) -> Iterator[range]:
-    """Chunk indices of each lockstep group, in order."""
-    for start in range(0, count, batch):
-        yield range(start, min(start + batch, count))
 
 
 @dataclass
@@ -111,8 +105,10 @@ def encode_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, en
     """Show ``encoders`` the logits before every token of every chunk: in lockstep, or in whole
     segments where ``engine`` allows. One pass of the model serves them all."""
     count = _Counter(sum(map(len, chunks)), progress)
-    for group in groups(len(chunks), batch):
-        _encode_group(model, chunks, list(group), encoders, engine, count)
+    lockstep = [group for encoder in encoders for group in encoder.lockstep]
+    for span in lockstep_spans(len(chunks), batch, lockstep):  # the decoder's batches on engines that need them
+        for run in batches(span, batch):
+            _encode_group(model, chunks, list(run), encoders, engine, count)
 
 
 def _encode_group(model: LanguageModel, chunks: list[np.ndarray], rows: list[int], encoders: list[FrameEncoder],
@@ -136,28 +132,55 @@ def _encode_group(model: LanguageModel, chunks: list[np.ndarray], rows: list[int
 @torch.inference_mode()
 def decode_chunks(model: LanguageModel, decoder: FrameDecoder, chunk_tokens: list[int], batch: int,
                   progress: Progress | None = None, engine: str = TRANSFORMERS_ENGINE) -> list[np.ndarray]:
-    """Token ids of every chunk, read back from ``decoder`` one position of a group at a time."""
+    """Token ids of every chunk, read back from ``decoder`` one position of a span at a time."""
     decoded = []
     count = _Counter(sum(chunk_tokens), progress)
-    for group in groups(len(chunk_tokens), batch):
-        decoded += _decode_group(model, decoder, np.array(group), [chunk_tokens[i] for i in group], engine, count)
+    for span in lockstep_spans(len(chunk_tokens), batch, decoder.lockstep):
+        decoded += _decode_span(model, decoder, span, chunk_tokens, batch, engine, count)
     decoder.finish()
     return decoded
 
 
-def _decode_group(model: LanguageModel, decoder: FrameDecoder, rows: np.ndarray, lengths: list[int],
-                  engine: str, count: _Counter) -> list[np.ndarray]:
-    """Token ids of one group's chunks (a function of its own for the reason of ``_encode_group``)."""
-    lengths = np.array(lengths)
-    longest = int(lengths.max(initial=0))
-    tokens = np.full((len(rows), longest), model.bos_id, dtype=np.int64)
-    stepper = model.stepper(len(rows), longest, engine)
+def lockstep_spans(count: int, batch: int, lockstep: list[range]) -> list[range]:
+    """Consecutive chunks stepped position by position together: up to ``batch`` of them, but
+    a group of ``lockstep`` never split (a group larger than ``batch`` is a span of its own)."""
+    units, chunk = [], 0
+    for group in sorted(lockstep, key=lambda group: group.start):
+        units += [range(single, single + 1) for single in range(chunk, group.start)] + [group]
+        chunk = group.stop
+    units += [range(single, single + 1) for single in range(chunk, count)]
+    spans: list[range] = []
+    for unit in units:
+        if spans and len(spans[-1]) + len(unit) <= batch:
+            spans[-1] = range(spans[-1].start, unit.stop)
+        else:
+            spans.append(unit)
+    return spans
+
+
+def batches(span: range, batch: int) -> list[range]:
+    """A span's chunks in runs of at most ``batch``: each run one batch of the model."""
+    return [range(start, min(start + batch, span.stop)) for start in range(span.start, span.stop, batch)]
+
+
+def _decode_span(model: LanguageModel, decoder: FrameDecoder, span: range, chunk_tokens: list[int], batch: int,
+                 engine: str, count: _Counter) -> list[np.ndarray]:
+    """Token ids of one span's chunks, each of its ``batches`` stepped by a stepper of its own (a
+    function of its own for the reason of ``_encode_group``)."""
+    rows = np.array(span)
+    lengths = np.array([chunk_tokens[chunk] for chunk in span])
+    tokens = np.full((len(rows), int(lengths.max(initial=0))), model.bos_id, dtype=np.int64)
+    parts = [slice(run.start - span.start, run.stop - span.start) for run in batches(span, batch)]
+    steppers = [model.stepper(part.stop - part.start, int(lengths[part].max()), engine) for part in parts]
     previous = np.full(len(rows), model.bos_id, dtype=np.int64)
-    for t in range(longest):
-        logits = stepper.step(previous)  # [B, V]
-        live = np.flatnonzero(t < lengths)
-        if len(live) < len(rows):
-            logits = logits[torch.from_numpy(live)]
+    for t in range(tokens.shape[1]):
+        stepping = [i for i, part in enumerate(parts) if t < lengths[part].max()]
+        logits = torch.cat([steppers[i].step(previous[parts[i]]) for i in stepping])  # [B, V]
+        at = np.concatenate([np.arange(parts[i].start, parts[i].stop) for i in stepping])
+        keep = np.flatnonzero(t < lengths[at])
+        if len(keep) < len(at):
+            logits = logits[torch.from_numpy(keep)]
+        live = at[keep]
         tokens[live, t] = decoder.next_tokens(rows[live], t, logits)
         previous = tokens[:, t]
         count.add(len(live))

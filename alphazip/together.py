@@ -111,6 +111,9 @@ class _SideBySide(FrameDecoder):
         self.decoders = decoders
         self.owner = np.repeat(np.arange(len(decoders)), counts)
         self.local = np.concatenate([np.arange(count) for count in counts]) if counts else np.zeros(0, np.int64)
+        offsets = np.cumsum([0] + counts[:-1])
+        self.lockstep = [range(offset + group.start, offset + group.stop)
+                         for decoder, offset in zip(decoders, offsets.tolist()) for group in decoder.lockstep]
 
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:
         tokens = np.empty(len(rows), dtype=np.int64)

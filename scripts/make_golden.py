@@ -1,8 +1,9 @@
 """Write the golden archives that tests/test_golden.py must keep decoding.
 
 Run only when the format version changes on purpose, or when a new engine or coder needs its
-archives, naming the archives to write (--tiny, --real, --real-engine, --exact, --ac-bias); commit
-the result. An archive already in the folder is never rewritten: delete it first on purpose.
+archives, naming the archives to write (--tiny, --real, --real-engine, --exact, --ac-bias,
+--ac-share); commit the result. An archive already in the folder is never rewritten: delete it
+first on purpose.
 """
 
 import sys
@@ -82,6 +83,11 @@ def main() -> None:
         write_once(GOLDEN / "exact-tiny-ac-bias-model.az", compressor.compress(data))
         real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
         write_once(GOLDEN / "exact-smollm2-ac-bias.az", real)
+    if "--ac-share" in sys.argv:  # "ac" whose chunks share their experts' history; "ac-bias" above is now "ac-2"
+        compressor = Compressor(backend="ac", model=TINY, context=16, batch=3, mode="model", engine=EXACT_ENGINE_NAME)
+        write_once(GOLDEN / "exact-tiny-ac-share-model.az", compressor.compress(data))
+        real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
+        write_once(GOLDEN / "exact-smollm2-ac-share.az", real)
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

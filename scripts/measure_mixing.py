@@ -101,7 +101,7 @@ def _fit_features(ids, log2p, chunks, tops):
         if i == 0 or chunks[i] != chunks[i - 1]:
             mixer = ChunkMixer(WIDTH)
         if lp > -99:
-            for expert, bucket, counts, seen in mixer.experts():
+            for expert, bucket, counts, seen in mixer.history.experts():
                 rows += [(len(probs), (expert * buckets + bucket) * 2 + (t == top),
                           c / seen * (t == token), c / seen) for t, c in counts.items() if t < WIDTH]
             probs.append(2.0 ** lp)

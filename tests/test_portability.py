@@ -76,7 +76,8 @@ def test_unpacks_as_another_cpu(archives, tmp_path, packed, setting, options, ex
 
 @pytest.mark.slow
 @pytest.mark.parametrize("setting", ["avx2", "default"])
-@pytest.mark.parametrize("name", ["v2/exact-smollm2-brotli.az", "v3/exact-smollm2-ac-bias.az"])
+@pytest.mark.parametrize("name", ["v2/exact-smollm2-brotli.az", "v3/exact-smollm2-ac-bias.az",
+                                  "v3/exact-smollm2-ac-share.az"])
 def test_default_model_golden_archive_unpacks_as_another_cpu(tmp_path, setting, name):
     golden = Path(__file__).parent / "data" / "golden" / name
     target = tmp_path / "out.txt"

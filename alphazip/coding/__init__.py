@@ -1,13 +1,14 @@
 """Token coders by the name archives record: every byte back-end's rank coder, and ``ac``."""
 
 from ..backends import backend_names
-from .arithmetic import ArithmeticCoder, PlainArithmeticCoder, UnbiasedArithmeticCoder
+from .arithmetic import ArithmeticCoder, PlainArithmeticCoder, UnbiasedArithmeticCoder, UnsharedArithmeticCoder
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .ranked import RankCoder
 
 __all__ = ["FrameDecoder", "FrameEncoder", "TokenCoder", "RankCoder", "ArithmeticCoder", "get_coder", "coder_names"]
 
-_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, UnbiasedArithmeticCoder, PlainArithmeticCoder)}
+_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, UnsharedArithmeticCoder, UnbiasedArithmeticCoder,
+                                                  PlainArithmeticCoder)}
 
 
 def coder_names() -> list[str]:

@@ -1,14 +1,15 @@
 """``ac``: every token range-coded under the model's distribution, adapted to the text by a
-log-space bias and mixed with what the chunk's own history predicts; ``ac-1``: the same without
-the bias (archives of before it); ``ac-plain``: under the model's distribution alone.
+log-space bias and mixed with what the history of the chunk's group predicts (``sharing``);
+``ac-2``: the same with each chunk's own history only, ``ac-1``: also without the bias (archives
+of before them); ``ac-plain``: under the model's distribution alone.
 
 The logits (plus the chunk's bias, ``bias``) become integer frequencies (``frequencies``: exact,
 so the decoder rebuilds the same table on any machine), followed by one escape symbol of
 frequency 1 for ids beyond the logits (raw-byte tokens), each then coded uniformly among those
-ids. With mixing (``mixing``: match and n-gram experts over the chunk's tokens so far), a few
-candidate tokens get extra frequency, in integers the decoder recomputes from the same history.
-Every chunk has its own range coder, bias and mixer, so unpacking still steps many chunks side
-by side in any batch.
+ids. With mixing (``mixing``: match and n-gram experts over the tokens so far), a few candidate
+tokens get extra frequency, in integers the decoder recomputes from the same history. Every
+chunk has its own range coder, bias and mixer weights, so unpacking still steps many chunks side
+by side in any batch; with ``sharing``, the chunks of a group are stepped together.
 
 A frame's first stream holds the chunks' codes, each but the last preceded by its length
 (varints, then the codes in chunk order); the second stream is empty.
@@ -24,6 +25,7 @@ from ..backends.text_cm import TaggedRaw
 from ..compact import ByteReader, varint
 from ..errors import BadArchiveError
 from ..mixing import FREQ_BITS, ChunkMixer
+from ..sharing import Recorded, SharedHistory, groups
 from .bias import ChunkBiases
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .frequencies import FrequencyLookup, coding_facts
@@ -38,6 +40,7 @@ class ArithmeticCoder(TokenCoder):
     mixing = True
     bias = True
     tagged_raw = True  # raw frames: brotli, or text_cm's mixing coder where the model lost
+    sharing = True  # a group's chunks share their experts' history
 
     @property
     def raw_backend(self) -> Backend:
@@ -50,29 +53,37 @@ class ArithmeticCoder(TokenCoder):
 
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> "ArithmeticEncoder":
         return ArithmeticEncoder([len(chunk) for chunk in chunks], model.logits_size, model.tokenizer.id_space,
-                                 self.mixing, self.bias)
+                                 self.mixing, self.bias, chunks if self.sharing else None)
 
     def decoder(self, streams: list[bytes], chunk_tokens: list[int], model, top_k: int) -> "ArithmeticDecoder":
         return ArithmeticDecoder(streams, chunk_tokens, model.logits_size, model.tokenizer.id_space, self.mixing,
-                                 self.bias)
+                                 self.bias, self.sharing)
+
+
+class UnsharedArithmeticCoder(ArithmeticCoder):
+    name = "ac-2"
+    sharing = False
 
 
 class UnbiasedArithmeticCoder(ArithmeticCoder):
     name = "ac-1"
-    bias = tagged_raw = False
+    bias = tagged_raw = sharing = False
 
 
 class PlainArithmeticCoder(ArithmeticCoder):
     name = "ac-plain"
-    mixing = bias = tagged_raw = False
+    mixing = bias = tagged_raw = sharing = False
 
 
 class _Chunks:
-    """What encoder and decoder share: the ids beyond the logits, a bias and a mixer per chunk."""
+    """What encoder and decoder share: the ids beyond the logits, a bias and a mixer per chunk
+    (``histories``: where each chunk's mixer takes its experts from; None: the chunk's own)."""
 
-    def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool, bias: bool):
+    def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool, bias: bool,
+                 histories: list | None = None):
         self.width, self.beyond = width, id_space - width  # ids the escape stands for
-        self.mixers = [ChunkMixer(width) for _ in lengths] if mixing else None
+        histories = histories or [None] * len(lengths)
+        self.mixers = [ChunkMixer(width, history) for history in histories] if mixing else None
         self.biases = ChunkBiases(lengths, width) if bias else None
 
     def candidates(self, chunk: int, top: int, total: int) -> list[tuple[int, int]]:
@@ -93,8 +104,16 @@ class _Chunks:
 
 
 class ArithmeticEncoder(FrameEncoder, _Chunks):
-    def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool = True, bias: bool = True):
-        _Chunks.__init__(self, lengths, width, id_space, mixing, bias)
+    """``chunks``: the frame's tokens, given when its groups share their history (recorded first)."""
+
+    def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool = True, bias: bool = True,
+                 chunks: list[np.ndarray] | None = None):
+        histories = None
+        if chunks is not None and mixing:
+            self.lockstep = groups(lengths)
+            recorded = Recorded(chunks)
+            histories = [recorded.member(chunk) for chunk in range(len(chunks))]
+        _Chunks.__init__(self, lengths, width, id_space, mixing, bias, histories)
         self.coders = [RangeEncoder() for _ in lengths]
 
     def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
@@ -150,10 +169,13 @@ class ArithmeticEncoder(FrameEncoder, _Chunks):
 
 class ArithmeticDecoder(FrameDecoder, _Chunks):
     def __init__(self, streams: list[bytes], lengths: list[int], width: int, id_space: int, mixing: bool = True,
-                 bias: bool = True):
+                 bias: bool = True, sharing: bool = False):
         if streams[1]:
             raise BadArchiveError("archive is corrupt (an arithmetic-coded frame with a second stream)")
-        _Chunks.__init__(self, lengths, width, id_space, mixing, bias)
+        self.lockstep = groups(lengths) if sharing and mixing else []
+        histories = [member for group in self.lockstep
+                     for member in SharedHistory([lengths[chunk] for chunk in group]).members] or None
+        _Chunks.__init__(self, lengths, width, id_space, mixing, bias, histories)
         self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], len(lengths))]
 
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:

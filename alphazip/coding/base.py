@@ -25,6 +25,8 @@ from ..backends import Backend
 class FrameEncoder(ABC):
     """Collects what one frame's tokens need, then writes its streams."""
 
+    lockstep: list[range] = []  # groups of chunks whose decoding steps them together (FrameDecoder's)
+
     @abstractmethod
     def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
                 lengths: np.ndarray) -> None:
@@ -38,6 +40,8 @@ class FrameEncoder(ABC):
 
 class FrameDecoder(ABC):
     """Gives back one frame's tokens a position at a time."""
+
+    lockstep: list[range] = []  # groups of chunks that must be stepped together, position by position
 
     @abstractmethod
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:

@@ -274,7 +274,10 @@ class Decompressor:
         decoder = self.frame_decoder(header, frame, model)
         threads = 0 if model.invariant(header.engine) else min(header.threads, os.cpu_count() or 1)  # 0: as is
         with torch_threads(threads):
-            batch = self.decoding_batch(header, model, max(frame.chunk_tokens, default=0))
+            longest = max(frame.chunk_tokens, default=0)
+            batch = self.decoding_batch(header, model, longest)
+            together = max(map(len, decoder.lockstep), default=1)
+            limits.check_lockstep(model, header.engine, together, longest, self.memory_limit)
             chunks = decode_chunks(model, decoder, frame.chunk_tokens, batch, progress, header.engine)
         return self.frame_bytes(header, frame, model, chunks, where)
 

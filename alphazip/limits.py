@@ -48,6 +48,15 @@ def fitting_batch(model, engine: str, batch: int, longest: int, limit: int) -> i
                            f"memory limit of {_mib(limit)}; raise it with --memlimit")
 
 
+def check_lockstep(model, engine: str, together: int, longest: int, limit: int) -> None:
+    """Chunks that must be stepped together (a group sharing its history) allocate their caches
+    at once, whatever the batch: refuse before decoding if they do not fit in ``limit``."""
+    needed = model.decoding_memory(engine, longest) * together
+    if needed > limit:
+        raise MemoryLimitError(f"archive needs {_mib(needed)} to unpack ({together} chunks of {longest} tokens stepped "
+                               f"together), more than the memory limit of {_mib(limit)}; raise it with --memlimit")
+
+
 SYMBOL_BYTES = 16  # per token of a model frame: its int64 symbol, its serialized bytes, their copies
 
 

@@ -23,13 +23,15 @@ import numpy as np
 
 from .mixing import MATCH_BUCKETS, MATCH_LENGTHS, ORDERS, MatchModel, NGramModel
 
+# A group is stepped together whatever the decoding batch: its KV caches are allocated at once.
 SPAN_POSITIONS = 1 << 16  # positions in a group at most: 64 chunks of 1,024 tokens, 8 of 8,192
+SPAN_CHUNKS = 64  # chunks in a group at most: short chunks' per-step logits add up too
 
 
 def groups(lengths: Sequence[int]) -> list[range]:
     """The chunks of each sharing group, in order: as many as SPAN_POSITIONS allows at the
-    longest chunk's length."""
-    size = max(1, SPAN_POSITIONS // max(max(lengths, default=1), 1))
+    longest chunk's length, SPAN_CHUNKS at most."""
+    size = min(SPAN_CHUNKS, max(1, SPAN_POSITIONS // max(max(lengths, default=1), 1)))
     return [range(start, min(start + size, len(lengths))) for start in range(0, len(lengths), size)]
 
 

@@ -233,3 +233,16 @@ def test_a_model_frame_whose_symbols_exceed_the_memory_limit_is_refused(archive,
     assert Decompressor(memory_limit=1 << 30).decompress(blob) == TEXT
     with pytest.raises(MemoryLimitError, match=f"a frame of {tokens} tokens"):
         Decompressor(memory_limit=tokens * 8).decompress(blob)
+
+
+def test_a_group_stepped_together_needs_its_memory_whatever_the_batch(tiny):
+    # ac's chunks share their history in groups that decode together: a limit that fits one
+    # chunk but not the group refuses before decoding, and one that fits the group decodes.
+    text = TEXT * 4
+    blob = Compressor(backend="ac", model=TINY, context=16, mode="model").compress(text)
+    chunks = container.read(blob).frames[0].chunk_tokens
+    assert len(chunks) > 2
+    per_chunk = tiny.decoding_memory(container.read(blob).header.engine, 16)
+    with pytest.raises(MemoryLimitError, match="stepped together"):
+        Decompressor(model=TINY, memory_limit=2 * per_chunk).decompress(blob)
+    assert Decompressor(model=TINY, memory_limit=len(chunks) * per_chunk, batch=1).decompress(blob) == text

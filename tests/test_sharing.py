@@ -74,6 +74,7 @@ def test_groups_hold_span_positions_at_the_longest_chunk():
     assert groups([1024] * 130) == [range(0, 64), range(64, 128), range(128, 130)]
     assert groups([8192] * 9) == [range(0, 8), range(8, 9)]
     assert groups([SPAN_POSITIONS * 2, 5]) == [range(0, 1), range(1, 2)]
+    assert groups([16] * 200) == [range(0, 64), range(64, 128), range(128, 192), range(192, 200)]
     assert groups([]) == []
 
 

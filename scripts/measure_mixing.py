@@ -8,7 +8,8 @@ differ on near-ties, rarely). A dump (.npz) holds per token ``ids``,
 ``log2p`` (-99 for ids escaped beyond the model's width) and ``chunk`` and ``top8``; the mixer is reset at each
 chunk, as the coder does. Escaped tokens cost the same either way and are left out of both sums.
 
-    python scripts/measure_mixing.py /tmp/dumps/alice29.txt.npz:152089 /tmp/dumps/html.npz:102400
+    python scripts/dump_tokens.py ../shared/corpus/html /tmp/dumps/html.npz  # a dump
+    python scripts/measure_mixing.py /tmp/dumps/alice29.txt.npz:152089 /tmp/dumps/html.npz:102400 [--shared]
     python scripts/measure_mixing.py --speed [A.npz:N]  # microseconds per token, B=1 and 16, on
                                                          # A's first 16 chunks (or random repeats)
     python scripts/measure_mixing.py --fit A.npz:N B.npz:M ...  # the prior tables, printed
@@ -26,20 +27,23 @@ import numpy as np
 
 from alphazip import mixing
 from alphazip.mixing import FREQ_BITS, ChunkMixer, mix_rows
+from alphazip.sharing import Recorded
 
 WIDTH = 49152  # SmolLM2-135M's vocabulary
 
 
-def code_bits(ids: np.ndarray, log2p: np.ndarray, chunks: np.ndarray, tops: np.ndarray
+def code_bits(ids: np.ndarray, log2p: np.ndarray, chunks: np.ndarray, tops: np.ndarray, shared: bool = False
               ) -> tuple[float, float, int]:
     """(bits of the model alone, bits mixed, tokens escaped) over one dump; ``tops``: the model's
-    first choice at each position (the real mixer takes the argmax of the frequencies)."""
+    first choice at each position (the real mixer takes the argmax of the frequencies);
+    ``shared``: the experts read their chunk's sharing group (``ac``), else the chunk alone (``ac-2``)."""
     alone = mixed = 0.0
     escaped = 0
     mixer = None
+    fresh = _mixers(ids, chunks, shared)
     for i, (token, lp, top) in enumerate(zip(ids.tolist(), log2p.tolist(), tops.tolist())):
-        if i == 0 or chunks[i] != chunks[i - 1]:
-            mixer = ChunkMixer(WIDTH)
+        if i in fresh:
+            mixer = fresh[i]()
         if lp <= -99:
             escaped += 1
             mixer.learn(token, None)
@@ -55,12 +59,12 @@ def code_bits(ids: np.ndarray, log2p: np.ndarray, chunks: np.ndarray, tops: np.n
     return alone, mixed, escaped
 
 
-def report(dumps: list[str]) -> None:
+def report(dumps: list[str], shared: bool = False) -> None:
     print(f"{'file':<14}{'tokens':>8}{'escaped':>8}{'alone bpb':>11}{'mixed bpb':>11}{'change':>9}")
     for spec in dumps:
         path, size = spec.rsplit(":", 1)
         data = np.load(path)
-        alone, mixed, escaped = code_bits(data["ids"], data["log2p"], data["chunk"], data["top8"][:, 0])
+        alone, mixed, escaped = code_bits(data["ids"], data["log2p"], data["chunk"], data["top8"][:, 0], shared)
         name = path.rsplit("/", 1)[-1].removesuffix(".npz")
         print(f"{name:<14}{len(data['ids']):>8}{escaped:>8}{alone / int(size):>11.4f}"
               f"{mixed / int(size):>11.4f}{(mixed / alone - 1) * 100:>8.2f}%", flush=True)
@@ -93,13 +97,22 @@ def _chunks(spec: str | None, length: int = 1024) -> np.ndarray:
                     rng.integers(0, WIDTH, (16, length)))
 
 
-def _fit_features(ids, log2p, chunks, tops):
+def _mixers(ids: np.ndarray, chunks: np.ndarray, shared: bool):
+    """(first position, a fresh mixer) of each chunk of a dump; ``shared``: over sharing groups."""
+    starts = np.flatnonzero(np.diff(chunks, prepend=-1))
+    recorded = Recorded(np.split(ids, starts[1:])) if shared else None
+    return {int(start): (lambda index=index: ChunkMixer(WIDTH, recorded.member(index) if shared else None))
+            for index, start in enumerate(starts)}
+
+
+def _fit_features(ids, log2p, chunks, tops, shared: bool = False):
     """Per position the model's p, per candidate (position, cell, q of the true token, q)."""
     buckets = max(mixing.MATCH_BUCKETS, mixing.NGRAM_BUCKETS)
     probs, rows = [], []
+    fresh = _mixers(ids, chunks, shared)
     for i, (token, lp, top) in enumerate(zip(ids.tolist(), log2p.tolist(), tops.tolist())):
-        if i == 0 or chunks[i] != chunks[i - 1]:
-            mixer = ChunkMixer(WIDTH)
+        if i in fresh:
+            mixer = fresh[i]()
         if lp > -99:
             for expert, bucket, counts, seen in mixer.history.experts():
                 rows += [(len(probs), (expert * buckets + bucket) * 2 + (t == top),
@@ -109,7 +122,7 @@ def _fit_features(ids, log2p, chunks, tops):
     return np.array(probs), np.array(rows).reshape(-1, 4)
 
 
-def fit(dumps: list[str], penalty: float = 0.5, steps: int = 300) -> None:
+def fit(dumps: list[str], penalty: float = 0.5, steps: int = 300, shared: bool = False) -> None:
     """Print the prior tables that minimise the dumps' code length (bits + penalty)."""
     import torch  # only here: the mixer itself needs no torch
     experts = len(mixing.MATCH_LENGTHS) + len(mixing.ORDERS)
@@ -118,7 +131,7 @@ def fit(dumps: list[str], penalty: float = 0.5, steps: int = 300) -> None:
     data = []
     for spec in dumps:
         d = np.load(spec.rsplit(":", 1)[0])
-        probs, rows = _fit_features(d["ids"], d["log2p"], d["chunk"], d["top8"][:, 0])
+        probs, rows = _fit_features(d["ids"], d["log2p"], d["chunk"], d["top8"][:, 0], shared)
         data.append((torch.tensor(probs), torch.tensor(rows[:, 0]).long(),
                      torch.tensor(rows[:, 1]).long(), torch.tensor(rows[:, 2]), torch.tensor(rows[:, 3])))
     log2w = torch.full((experts * buckets * 2,), float(default), dtype=torch.float64, requires_grad=True)
@@ -153,11 +166,12 @@ def main() -> None:
     parser.add_argument("dumps", nargs="*", help="PATH.npz:BYTES, BYTES the size of the text dumped")
     parser.add_argument("--speed", action="store_true", help="time mix_rows at B=1 and B=16")
     parser.add_argument("--fit", action="store_true", help="print prior tables fitted to the dumps")
+    parser.add_argument("--shared", action="store_true", help="experts over the chunks' sharing groups (ac)")
     args = parser.parse_args()
     if args.fit:
-        fit(args.dumps)
+        fit(args.dumps, shared=args.shared)
     elif args.dumps:
-        report(args.dumps)
+        report(args.dumps, args.shared)
     if args.speed:
         chunks = _chunks(args.dumps[0] if args.dumps else None)
         for batch in (1, 16):

@@ -85,20 +85,25 @@ class MatchModel:
         if self.pointer < 0:
             found = self._last.get(context)
             if found is not None:
-                self.pointer, self.length = found, self._agreement(history, found)
+                self.pointer, self.length = found, agreement(history, found, history)
         self._last[context] = n
 
-    def _agreement(self, history: list[int], found: int) -> int:
-        length = 0
-        while length < self.VERIFY and found - length > 0 and \
-                history[found - length - 1] == history[-length - 1]:
-            length += 1
-        return length
-
     def bucket(self) -> int:
-        """Context class of the prediction: the match length, 0-15, then 16-31, ..., 256+."""
-        length = self.length
-        return length if length < 16 else min(length.bit_length() + 11, MATCH_BUCKETS - 1)
+        return match_bucket(self.length)
+
+
+def agreement(theirs: list[int], index: int, own: list[int]) -> int:
+    """Tokens before ``theirs[index]`` that equal the end of ``own``, up to MatchModel.VERIFY."""
+    length = 0
+    while length < MatchModel.VERIFY and index - length > 0 and length < len(own) and \
+            theirs[index - length - 1] == own[-length - 1]:
+        length += 1
+    return length
+
+
+def match_bucket(length: int) -> int:
+    """Context class of a match's prediction: its length, 0-15, then 16-31, ..., 256+."""
+    return length if length < 16 else min(length.bit_length() + 11, MATCH_BUCKETS - 1)
 
 
 class NGramModel:

@@ -171,10 +171,11 @@ def _decode_span(model: LanguageModel, decoder: FrameDecoder, span: range, chunk
     lengths = np.array([chunk_tokens[chunk] for chunk in span])
     tokens = np.full((len(rows), int(lengths.max(initial=0))), model.bos_id, dtype=np.int64)
     parts = [slice(run.start - span.start, run.stop - span.start) for run in batches(span, batch)]
-    steppers = [model.stepper(part.stop - part.start, int(lengths[part].max()), engine) for part in parts]
+    ends = [int(lengths[part].max()) for part in parts]  # each part's longest chunk
+    steppers = [model.stepper(part.stop - part.start, end, engine) for part, end in zip(parts, ends)]
     previous = np.full(len(rows), model.bos_id, dtype=np.int64)
     for t in range(tokens.shape[1]):
-        stepping = [i for i, part in enumerate(parts) if t < lengths[part].max()]
+        stepping = [i for i, end in enumerate(ends) if t < end]
         logits = torch.cat([steppers[i].step(previous[parts[i]]) for i in stepping])  # [B, V]
         at = np.concatenate([np.arange(parts[i].start, parts[i].stop) for i in stepping])
         keep = np.flatnonzero(t < lengths[at])

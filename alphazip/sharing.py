@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .mixing import MATCH_BUCKETS, MATCH_LENGTHS, ORDERS, MatchModel, NGramModel
+from .mixing import MATCH_LENGTHS, ORDERS, MatchModel, NGramModel, agreement, match_bucket
 
 # A group is stepped together whatever the decoding batch: its KV caches are allocated at once.
 SPAN_POSITIONS = 1 << 16  # positions in a group at most: 64 chunks of 1,024 tokens, 8 of 8,192
@@ -44,8 +44,7 @@ class SharedHistory:
         self.step = 0  # positions committed
         self._waiting = self._live_at(0)  # chunks yet to add their token at ``step``
         self._follower = [{} for _ in MATCH_LENGTHS]  # context -> (chunk, index of the token after it)
-        self._counts: list[dict[tuple, dict[int, int]]] = [{} for _ in ORDERS]
-        self._seen: list[dict[tuple, int]] = [{} for _ in ORDERS]
+        self._ngrams = [NGramModel(order) for order in ORDERS]  # one table per order over every chunk
         self.members = [Member(self, chunk) for chunk in range(len(self.lengths))]
 
     def _live_at(self, position: int) -> int:
@@ -73,18 +72,8 @@ class SharedHistory:
         for table, length in zip(self._follower, MATCH_LENGTHS):
             if n >= length:
                 table[tuple(tokens[n - length:])] = (chunk, n)
-        for counts_of, seen, order in zip(self._counts, self._seen, ORDERS):
-            if n <= order:
-                continue
-            context = tuple(tokens[n - 1 - order:n - 1])
-            counts = counts_of.setdefault(context, {})
-            counts[tokens[-1]] = counts.get(tokens[-1], 0) + 1
-            if len(counts) > NGramModel.FOLLOWERS:  # halve, and forget what falls to zero (as NGramModel)
-                counts = {key: count >> 1 for key, count in counts.items() if count > 1}
-                counts_of[context] = counts
-                seen[context] = sum(counts.values())
-            else:
-                seen[context] = seen.get(context, 0) + 1
+        for ngram in self._ngrams:
+            ngram.update(tokens)
 
 
 class Member:
@@ -101,14 +90,11 @@ class Member:
             raise RuntimeError("chunks of a sharing group were stepped out of lockstep")
         for expert, (chunk, index, length) in enumerate(self._pointers):
             if chunk >= 0 and index < len(group.tokens[chunk]):  # a token not decoded yet predicts nothing
-                yield expert, _match_bucket(length), {group.tokens[chunk][index]: 1}, 1
-        n = len(own)
-        for expert, (counts_of, seen, order) in enumerate(zip(group._counts, group._seen, ORDERS), len(MATCH_LENGTHS)):
-            if n >= order:
-                context = tuple(own[n - order:])
-                counts = counts_of.get(context)
-                if counts:
-                    yield expert, NGramModel.bucket(counts, seen[context]), counts, seen[context]
+                yield expert, match_bucket(length), {group.tokens[chunk][index]: 1}, 1
+        for expert, ngram in enumerate(group._ngrams, len(MATCH_LENGTHS)):
+            found = ngram.followers(own)
+            if found and found[0]:  # a context whose followers all halved to nothing predicts nothing
+                yield expert, NGramModel.bucket(*found), *found
 
     def append(self, token: int) -> None:
         self.group.add(self.chunk, token)
@@ -126,20 +112,7 @@ class Member:
                 found = follower.get(tuple(own[len(own) - length:]))
                 if found is not None:
                     pointer[0], pointer[1] = found
-                    pointer[2] = _agreement(tokens[found[0]], found[1], own)
-
-    
-def _agreement(theirs: list[int], index: int, own: list[int]) -> int:
-    """Tokens before ``theirs[index]`` that equal the end of ``own``, up to MatchModel.VERIFY."""
-    length = 0
-    while length < MatchModel.VERIFY and index - length > 0 and length < len(own) and \
-            theirs[index - length - 1] == own[-length - 1]:
-        length += 1
-    return length
-
-
-def _match_bucket(length: int) -> int:
-    return length if length < 16 else min(length.bit_length() + 11, MATCH_BUCKETS - 1)
+                    pointer[2] = agreement(tokens[found[0]], found[1], own)
 
 
 class Recorded:
@@ -149,7 +122,8 @@ class Recorded:
 
     def __init__(self, chunks: Sequence[np.ndarray]):
         self._chunks = chunks
-        self._group_of = {chunk: group for group in groups([len(c) for c in chunks]) for chunk in group}
+        self.groups = groups([len(chunk) for chunk in chunks])
+        self._group_of = {chunk: group for group in self.groups for chunk in group}
         self._records: dict[int, list] = {}
 
     def member(self, chunk: int) -> "Replay":

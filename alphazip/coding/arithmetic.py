@@ -110,8 +110,8 @@ class ArithmeticEncoder(FrameEncoder, _Chunks):
                  chunks: list[np.ndarray] | None = None):
         histories = None
         if chunks is not None and mixing:
-            self.lockstep = groups(lengths)
             recorded = Recorded(chunks)
+            self.lockstep = recorded.groups
             histories = [recorded.member(chunk) for chunk in range(len(chunks))]
         _Chunks.__init__(self, lengths, width, id_space, mixing, bias, histories)
         self.coders = [RangeEncoder() for _ in lengths]

@@ -31,12 +31,12 @@ def worker(args) -> None:
 
     from alphazip import Compressor, Decompressor, api, container
     from alphazip.model import native
-    from alphazip.model.intmm import int_mm_path
+    from alphazip.model.intmm import int_mm_path, packed_path
 
     model = api.MODELS.get(args.model, "float32")
     engine = api.engine_for(model, "auto")
     report = {"cpu": torch.backends.cpu.get_cpu_capability(), "probe": model.probe(engine),
-              "products": int_mm_path(), "kernel": native.variant()}
+              "products": packed_path() or int_mm_path(), "kernel": native.variant()}
     data = Path(args.input).read_bytes()
     with api.torch_threads(args.threads):
         if args.pack:

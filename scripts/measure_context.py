@@ -2,7 +2,7 @@
 chunk lengths, in one model pass per length that also measures the model's ideal code length;
 with --unpack, the archive unpacked (timed) and compared byte for byte.
 
-    python scripts/measure_context.py FILE... [--contexts 1024,2048,4096,8192] [--unpack] [--bytes N] [--json out.json]
+    python scripts/measure_context.py FILE... [--contexts 1024,2048,4096,8192] [--unpack] [--bytes N] [--model NAME] [--json out.json]
 """
 
 import argparse
@@ -20,8 +20,8 @@ from alphazip.container import Archive, Frame
 from alphazip.schedule import Scorer, encode_chunks
 
 
-def measure(data: bytes, context: int, unpack: bool) -> dict:
-    packer = Compressor(backend="ac", context=context, mode="model")
+def measure(data: bytes, context: int, unpack: bool, model_name: str | None = None) -> dict:
+    packer = Compressor(backend="ac", context=context, mode="model", **({"model": model_name} if model_name else {}))
     model = MODELS.get(packer.settings.model, packer.settings.dtype)
     engine = engine_for(model, "auto")
     plan = packer._plan(data)
@@ -56,13 +56,14 @@ def main() -> None:
     parser.add_argument("--contexts", default="1024,2048,4096,8192")
     parser.add_argument("--unpack", action="store_true")
     parser.add_argument("--bytes", type=int, help="only the first BYTES of each file (a mid-sized input)")
+    parser.add_argument("--model", help="a built-in model or a model folder (default: the default model)")
     parser.add_argument("--json")
     args = parser.parse_args()
     results = {"machine": machine(), "rows": []}
     for path in args.files:
         for context in map(int, args.contexts.split(",")):
             data = path.read_bytes()[:args.bytes] if args.bytes else path.read_bytes()
-            row = {"file": path.name, **measure(data, context, args.unpack)}
+            row = {"file": path.name, "model": args.model or "default", **measure(data, context, args.unpack, args.model)}
             results["rows"].append(row)
             print(row, flush=True)
             if args.json:

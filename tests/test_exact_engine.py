@@ -166,11 +166,13 @@ def test_attention_kernel_gives_the_torch_bits_in_every_variant(level, group, di
     assert torch.equal(compiled, torch_attention(q, row_scale, start, window, cache))
 
 
-@pytest.mark.skipif(not native.available() or not native.amx_available(), reason="no AMX tiles here")
+@pytest.mark.skipif(not native.available() or native.packed_product() is None, reason="no AMX or VNNI here")
 @pytest.mark.parametrize("segment", [1, 7, 150])
 def test_a_layer_in_one_call_gives_the_bits_of_its_calls(tiny, tokens, monkeypatch, segment):
-    """Llama's layers as one compiled call each (AMX machines) against the same kernels called one by one.
-    Forward takes it for steps only; here every segment does, so calls of many positions are held too."""
+    """Llama's layers as one compiled call each (AMX or VNNI machines) against the same kernels called
+    one by one. Forward takes it for steps only; here every segment does, so calls of many positions
+    are held too."""
+    monkeypatch.delenv("ALPHAZIP_INT_MM", raising=False)
     engine = ExactEngine(tiny.hf)
     assert engine._layers_in_one_call(1) and not engine._layers_in_one_call(2)
     chosen = ExactEngine._layers_in_one_call

@@ -82,25 +82,42 @@ def test_compiled_integer_product_is_exact_in_every_variant(level):
             assert torch.equal(native.int_matmul(a, w), (a.long() @ w.long().t()).to(torch.int32))
 
 
-@pytest.mark.skipif(not native.available() or not native.amx_available(), reason="no AMX tiles here")
-def test_amx_linear_gives_the_exact_products_bits():
-    """A linear layer in one AMX call against int64 products then dequantize: whole and edge tiles
-    (rows not a multiple of 16, depths not of 64, columns not of 32), random and extreme halves."""
+def packed_products() -> list[str]:
+    """The packed products this CPU runs: AMX tiles and/or AVX-512 VNNI (an AMX Xeon has both)."""
+    if not native.available():
+        return []
+    return [native.AMX] * native.amx_available() + [native.VNNI] * (native.variant() == "AVX-512 VNNI")
+
+
+@pytest.mark.parametrize("product", [native.AMX, native.VNNI])
+def test_packed_linear_gives_the_exact_products_bits(monkeypatch, product):
+    """A linear layer in one call on packed weights (AMX tiles, or VNNI over the same packing)
+    against int64 products then dequantize: whole and edge tiles (rows not a multiple of 16,
+    depths not of 64 or 4, columns not of 32), random and extreme halves."""
+    if product not in packed_products():
+        pytest.skip(f"no {product} here")
+    monkeypatch.setattr(native, "_PACKED", False)
+    native.select_packed(product)
     generator = torch.Generator().manual_seed(64)
-    for rows, depth, cols in ((1, 1, 1), (1, 5, 3), (5, 33, 70), (17, 576, 70), (32, 576, 96), (40, 1536, 130),
-                              (20, 128, 4096)):
-        halves = torch.randint(-128, 128, (2 * rows, depth), dtype=torch.int8, generator=generator)
-        w = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator)
-        scale, steps = torch.rand(cols, generator=generator), torch.rand(rows, 1, generator=generator)
-        for left, right in ((halves, w), (torch.full_like(halves, -128), torch.full_like(w, -127))):
-            expected = torch.empty(rows, cols)
-            native.dequantize((left.long() @ right.long().t()).to(torch.int32), scale, steps, expected)
-            assert torch.equal(native.amx_linear(left, native.amx_pack(right), scale, steps, cols), expected)
-        x = torch.randn(rows, depth, generator=generator) * 3
-        halves, steps = native.quantize_split(x, ACTIVATION_LEVELS)
-        packed = native.amx_pack(w)
-        assert torch.equal(native.amx_linear_rows(x, ACTIVATION_LEVELS, packed, scale, cols),
-                           native.amx_linear(halves, packed, scale, steps, cols))
+    try:
+        for rows, depth, cols in ((1, 1, 1), (1, 5, 3), (5, 33, 70), (17, 576, 70), (32, 576, 96), (40, 1536, 130),
+                                  (20, 128, 4096), (3, 1538, 33)):
+            halves = torch.randint(-128, 128, (2 * rows, depth), dtype=torch.int8, generator=generator)
+            w = torch.randint(-127, 128, (cols, depth), dtype=torch.int8, generator=generator)
+            scale, steps = torch.rand(cols, generator=generator), torch.rand(rows, 1, generator=generator)
+            for left, right in ((halves, w), (torch.full_like(halves, -128), torch.full_like(w, -127)),
+                                (torch.full_like(halves, 127), torch.full_like(w, 127))):
+                expected = torch.empty(rows, cols)
+                native.dequantize((left.long() @ right.long().t()).to(torch.int32), scale, steps, expected)
+                assert torch.equal(native.packed_linear(left, native.amx_pack(right), scale, steps, cols), expected)
+            x = torch.randn(rows, depth, generator=generator) * 3
+            halves, steps = native.quantize_split(x, ACTIVATION_LEVELS)
+            packed = native.amx_pack(w)
+            assert torch.equal(native.packed_linear_rows(x, ACTIVATION_LEVELS, packed, scale, cols),
+                               native.packed_linear(halves, packed, scale, steps, cols))
+    finally:
+        native.select_packed(None)
+        monkeypatch.setattr(native, "_PACKED", False)  # chosen afresh on the next ask
 
 
 def test_int_mm_is_used_only_after_its_self_check(monkeypatch):

@@ -104,18 +104,6 @@ __attribute__((target("amx-tile"))) static void load_config(void) {
 
 __attribute__((target("amx-tile"))) static void release(void) { _tile_release(); }
 
-/* One block's float outputs from its highs' and lows' sums (16 rows each, BLOCK_N apart); AVX-512,
- * which every CPU with AMX has, and no fused multiply-add (-ffp-contract=off). */
-__attribute__((target("arch=x86-64-v4"))) static void combine(int rows, int columns, const int32_t *sums,
-        const float *scale, const float *steps, float *out, long out_stride) {
-    for (int r = 0; r < rows; r++) {
-        const int32_t *highs = sums + r * BLOCK_N, *lows = highs + 16 * BLOCK_N;
-        float *target = out + r * out_stride;
-        const float step = steps[r];
-        for (int c = 0; c < columns; c++) target[c] = (((float)highs[c] * 256.0f + (float)lows[c]) * scale[c]) * step;
-    }
-}
-
 /* QuantLinear in one call (intmm.py; the same bits as alphazip_dequantize after a product): ``halves``
  * [2m, depth] holds each row's high int8 halves, then its low ones; out [m, n] float32 =
  * ((high products * 256 + low products) * scale[c]) * steps[r], every operation exactly rounded in
@@ -167,27 +155,12 @@ int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int
                           padded_depth, packed + column_block * column_block_bytes, sums, BLOCK_N, upcoming);
             const int rows = m - first_row < 16 ? m - first_row : 16;
             const int columns = n - first_column < BLOCK_N ? n - first_column : BLOCK_N;
-            combine(rows, columns, sums, scale + first_column, steps + first_row, out + (long)first_row * n + first_column, n);
+            alphazip_combine_block(rows, columns, sums, scale + first_column, steps + first_row,
+                                   out + (long)first_row * n + first_column, n);
         }
         release();
         free(sums);
     }
     free(copy);
     return failed ? -1 : 0;
-}
-
-/* alphazip_amx_linear from float32 rows ``x`` [m, depth]: quantized and split as QuantLinear does
- * (alphazip_quantize_split), then multiplied, in one call. Returns 0, or -1 if memory ran out. */
-int alphazip_amx_linear_rows(int m, int n, int depth, const float *x, float levels, const int8_t *packed,
-                             const float *scale, float *out, int threads) {
-    int8_t *halves = malloc((size_t)2 * m * depth + 1);
-    float *steps = malloc(sizeof(float) * (size_t)m + 1);
-    int status = -1;
-    if (halves && steps) {
-        alphazip_quantize_split(m, depth, x, levels, halves, steps, threads);
-        status = alphazip_amx_linear(m, n, depth, halves, packed, scale, steps, out, threads);
-    }
-    free(halves);
-    free(steps);
-    return status;
 }

@@ -45,6 +45,20 @@ static inline float largest_magnitude(const float *x, int n) {
     return top;
 }
 
+/* One block of a packed product's float outputs (_amx.c, _vnni.c) from its highs' and lows' int32
+ * sums (row r's highs at sums + 32 r, its lows 16 rows further): ((highs * 256 + lows) * scale[c])
+ * * steps[r], every operation exactly rounded in that order, no fused multiply-add
+ * (-ffp-contract=off): the bits of alphazip_dequantize after any other path's product. */
+__attribute__((target("arch=x86-64-v4"))) static inline void alphazip_combine_block(int rows, int columns,
+        const int32_t *sums, const float *scale, const float *steps, float *out, long out_stride) {
+    for (int r = 0; r < rows; r++) {
+        const int32_t *highs = sums + r * 32, *lows = highs + 16 * 32;
+        float *target = out + r * out_stride;
+        const float step = steps[r];
+        for (int c = 0; c < columns; c++) target[c] = (((float)highs[c] * 256.0f + (float)lows[c]) * scale[c]) * step;
+    }
+}
+
 #define EXP2_TERMS 7 /* exactmath's float32 exp2 polynomial degree; fixed so that the loops unroll and vectorize */
 
 /* Entry points that one kernel file calls in another (all built into one library): declared once
@@ -62,8 +76,10 @@ void alphazip_rope_quantize(int batch, int count, int heads, int kv_heads, int d
                             const float *qkv, const float *cos, const float *sin, float score_factor, int8_t *q,
                             float *q_scale, int8_t *keys, float *key_steps, int8_t *values, float *value_steps,
                             int threads);
-int alphazip_amx_linear_rows(int m, int n, int depth, const float *x, float levels, const int8_t *packed,
-                             const float *scale, float *out, int threads);
+int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int8_t *packed, const float *scale,
+                        const float *steps, float *out, int threads);
+int alphazip_vnni_linear(int m, int n, int depth, const int8_t *halves, const int8_t *packed, const float *scale,
+                         const float *steps, float *out, int threads);
 void alphazip_int_matmul_select_isa(int level);
 void alphazip_rows_select_isa(int level);
 

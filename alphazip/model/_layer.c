@@ -1,4 +1,5 @@
-/* A Llama decoder layer of the exact engine in one call, where its products run on AMX tiles.
+/* A Llama decoder layer of the exact engine in one call, where its products run on packed weights
+ * (AMX tiles, _amx.c, or AVX-512 VNNI, _vnni.c).
  *
  * The same kernels exact.py calls one by one from Python (norms, the quantized products, RoPE and
  * the cache, attention, the gate), in the same order on the same values, so the same bits: what
@@ -15,6 +16,39 @@
 /* The layer's weights, in this order: norm1, norm2 (float [hidden]); then for qkv, o, gate_up and
  * down, the packed int8 weights and their float scales. */
 enum { NORM1, NORM2, QKV, QKV_SCALE, O, O_SCALE, GATE_UP, GATE_UP_SCALE, DOWN, DOWN_SCALE };
+
+/* Which product the packed weights run on: PACKED_AMX, PACKED_VNNI, or PACKED_NONE (nothing calls
+ * the functions below then). Chosen by native.py, which knows the instruction-set setting. */
+enum { PACKED_NONE, PACKED_VNNI, PACKED_AMX };
+static int packed_kind = PACKED_NONE;
+
+void alphazip_packed_select(int kind) { packed_kind = kind; }
+
+/* A quantized linear layer's float32 output from its int8 halves [2m, depth] (highs, then lows) and
+ * steps [m], on the packed weights: the bits of alphazip_dequantize after any path's product.
+ * Returns 0, or -1 if memory ran out (or no packed product was selected). */
+int alphazip_packed_linear(int m, int n, int depth, const int8_t *halves, const int8_t *packed, const float *scale,
+                           const float *steps, float *out, int threads) {
+    if (packed_kind == PACKED_AMX) return alphazip_amx_linear(m, n, depth, halves, packed, scale, steps, out, threads);
+    if (packed_kind == PACKED_VNNI) return alphazip_vnni_linear(m, n, depth, halves, packed, scale, steps, out, threads);
+    return -1;
+}
+
+/* The same from float32 rows ``x`` [m, depth], quantized and split as QuantLinear does
+ * (alphazip_quantize_split) in the same call. */
+int alphazip_packed_linear_rows(int m, int n, int depth, const float *x, float levels, const int8_t *packed,
+                                const float *scale, float *out, int threads) {
+    int8_t *halves = malloc((size_t)2 * m * depth + 1);
+    float *steps = malloc(sizeof(float) * (size_t)m + 1);
+    int status = -1;
+    if (halves && steps) {
+        alphazip_quantize_split(m, depth, x, levels, halves, steps, threads);
+        status = alphazip_packed_linear(m, n, depth, halves, packed, scale, steps, out, threads);
+    }
+    free(halves);
+    free(steps);
+    return status;
+}
 
 static void add_into(long count, float *x, const float *y) {
     for (long i = 0; i < count; i++) x[i] = x[i] + y[i];
@@ -40,7 +74,7 @@ int alphazip_llama_layer(int batch, int count, int hidden, int heads, int kv_hea
     if (!(normed && qkv && attended && by_position && projected && gate_up && gated && q && q_scale)) goto done;
 
     alphazip_rms_norm(rows, hidden, x, weights[NORM1], eps, normed, threads);
-    if (alphazip_amx_linear_rows((int)rows, (int)qkv_width, hidden, normed, levels, weights[QKV], weights[QKV_SCALE],
+    if (alphazip_packed_linear_rows((int)rows, (int)qkv_width, hidden, normed, levels, weights[QKV], weights[QKV_SCALE],
                                  qkv, threads)) goto done;
     alphazip_rope_quantize(batch, count, heads, kv_heads, dim, length, start, qkv, cos, sin, score_factor, q, q_scale,
                            keys, key_steps, values, value_steps, threads);
@@ -52,15 +86,15 @@ int alphazip_llama_layer(int batch, int count, int hidden, int heads, int kv_hea
             for (int t = 0; t < count; t++)
                 memcpy(by_position + ((b * count + t) * heads + h) * dim, attended + ((b * heads + h) * count + t) * dim,
                        sizeof(float) * dim);
-    if (alphazip_amx_linear_rows((int)rows, hidden, (int)width, by_position, levels, weights[O], weights[O_SCALE],
+    if (alphazip_packed_linear_rows((int)rows, hidden, (int)width, by_position, levels, weights[O], weights[O_SCALE],
                                  projected, threads)) goto done;
     add_into(rows * hidden, x, projected);
 
     alphazip_rms_norm(rows, hidden, x, weights[NORM2], eps, normed, threads);
-    if (alphazip_amx_linear_rows((int)rows, 2 * intermediate, hidden, normed, levels, weights[GATE_UP],
+    if (alphazip_packed_linear_rows((int)rows, 2 * intermediate, hidden, normed, levels, weights[GATE_UP],
                                  weights[GATE_UP_SCALE], gate_up, threads)) goto done;
     alphazip_gate_rows(rows, intermediate, 0, gate_up, gated, gate_constants, threads);
-    if (alphazip_amx_linear_rows((int)rows, hidden, intermediate, gated, levels, weights[DOWN], weights[DOWN_SCALE],
+    if (alphazip_packed_linear_rows((int)rows, hidden, intermediate, gated, levels, weights[DOWN], weights[DOWN_SCALE],
                                  projected, threads)) goto done;
     add_into(rows * hidden, x, projected);
     status = 0;

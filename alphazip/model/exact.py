@@ -26,7 +26,7 @@ import torch
 from . import exactmath as xm
 from . import native
 from .engine import KEY_BLOCK, _key_blocks, _rotate
-from .intmm import ACTIVATION_LEVELS, AMX, QuantLinear, exact_f32_matmul, int_mm_path
+from .intmm import ACTIVATION_LEVELS, QuantLinear, exact_f32_matmul, packed_path
 
 EXACT_ENGINE_NAME = "alphazip-exact-1"  # recorded in headers; bump when any arithmetic changes
 PROBE_LENGTH = 24
@@ -208,11 +208,11 @@ class ExactEngine:
 
     def _layers_in_one_call(self, count: int) -> bool:
         """Whether a step's layers run as one compiled call each (native.llama_layer): Llama's layers
-        where the products run on AMX tiles. Only steps (one position) take it: there the per-call
+        where the products run on packed weights (AMX tiles or VNNI). Only steps (one position) take it: there the per-call
         costs weigh as much as the kernels, while a packing call's hundreds of rows amortize them
         (and its layer-sized scratch, allocated per call in C, costs more than torch's)."""
         c = self.config
-        return (count == 1 and native.available() and int_mm_path() == AMX and not c.gemma
+        return (count == 1 and packed_path() is not None and not c.gemma
                 and c.head_dim <= native.ROPE_MAX_DIM)
 
     def _layer_in_one_call(self, x: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> None:

@@ -7,7 +7,10 @@ that is available and exact here being used:
 - AMX tiles (``_amx.c``, Xeons since Sapphire Rapids): signed int8 products summed in int32 by
   TDPBSSD, on weights packed once into the tiles' layout; 2.4-3.7 x faster than ``torch._int_mm``
   at packing's shapes (whose oneDNN gemm runs on VNNI, not AMX). Used only where the
-  instruction-set setting is AVX-512, so that acting as another CPU leaves it out.
+  instruction-set setting is AVX-512, so that acting as another CPU leaves it out. Where the CPU
+  has AVX-512 VNNI but no AMX, the linear layers run on VNNI over the same packed weights
+  (``_vnni.c``; 1.1-1.3 x faster than ``torch._int_mm`` and its scaling at the default model's
+  shapes, docs/exact-engine.md).
 - ``torch._int_mm`` (oneDNN; VNNI or AMX where the CPU has them, 2.4 T int8 ops/s measured on
   an AMX Xeon). Where oneDNN lacks VNNI some builds overflow silently (pytorch issue 136746;
   oneDNN capped at SSE4.1 still does), so it is checked once per process against the float32
@@ -112,6 +115,15 @@ def int_mm_path() -> str:
     return _path()
 
 
+def packed_path() -> str | None:
+    """What multiplies the linear layers' packed weights, and a step's one-call layer: AMX tiles or
+    AVX-512 VNNI (``native.packed_product``); None where neither is here, or where ALPHAZIP_INT_MM
+    forces a product (the tests' comparisons then take ``int_matmul`` and the layer-by-layer path)."""
+    if not native.available() or os.environ.get("ALPHAZIP_INT_MM") is not None:
+        return None
+    return native.packed_product()
+
+
 class QuantLinear:
     """A linear layer with int8 weights (per output channel) and 15-bit activations (per row).
 
@@ -146,9 +158,9 @@ class QuantLinear:
         """``x`` [..., in] float32 -> [..., out] float32."""
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
-        if native.available() and int_mm_path() == AMX:  # quantized, multiplied and scaled in one call
-            return native.amx_linear_rows(rows, ACTIVATION_LEVELS, self._packed(), self.scale,
-                                          self.out_features).view(*shape[:-1], -1)
+        if packed_path() is not None:  # quantized, multiplied and scaled in one call
+            return native.packed_linear_rows(rows, ACTIVATION_LEVELS, self._packed(), self.scale,
+                                             self.out_features).view(*shape[:-1], -1)
         out = torch.empty((len(rows), self.out_features), dtype=torch.float32)
         if native.available():  # the same bits in two passes instead of a dozen
             halves, step = native.quantize_split(rows.contiguous(), ACTIVATION_LEVELS)
@@ -161,7 +173,8 @@ class QuantLinear:
         return out.view(*shape[:-1], -1)
 
     def _packed(self) -> torch.Tensor:
-        """The weights in AMX tiles' layout, packed on first use: only processes on AMX pay its memory."""
+        """The weights in AMX tiles' layout, packed on first use: only processes that multiply packed
+        weights (AMX or VNNI) pay its memory."""
         if self._amx_weight is None:
             self._amx_weight = native.amx_pack(self.weight_t.t())
         return self._amx_weight

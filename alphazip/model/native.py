@@ -35,8 +35,9 @@ _SIGNATURES = {
     "alphazip_rope_quantize": [_INT] * 7 + [_POINTER] * 3 + [_FLOAT] + [_POINTER] * 6 + [_INT],
     "alphazip_amx_pack": [_INT, _INT, _POINTER, _POINTER],
     "alphazip_ranks": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
-    "alphazip_amx_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
-    "alphazip_amx_linear_rows": [_INT] * 3 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
+    "alphazip_packed_select": [_INT],
+    "alphazip_packed_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
+    "alphazip_packed_linear_rows": [_INT] * 3 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
     "alphazip_gate_rows": [_LONG, _INT, _INT, _POINTER, _POINTER, _POINTER, _INT],
     "alphazip_llama_layer": [_INT] * 10 + [ctypes.c_double, _FLOAT, _FLOAT] + [_POINTER] * 10 + [_INT],
 }
@@ -58,8 +59,8 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
                 function = getattr(library, name)
                 function.restype, function.argtypes = None, arguments
             library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
-            library.alphazip_amx_linear.restype = library.alphazip_amx_available.restype = _INT
-            library.alphazip_amx_linear_rows.restype = library.alphazip_llama_layer.restype = _INT
+            library.alphazip_packed_linear.restype = library.alphazip_amx_available.restype = _INT
+            library.alphazip_packed_linear_rows.restype = library.alphazip_llama_layer.restype = _INT
             library.alphazip_amx_packed_size.restype, library.alphazip_amx_packed_size.argtypes = _LONG, [_INT, _INT]
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
@@ -157,8 +158,30 @@ def amx_available() -> bool:
     return _AMX
 
 
+AMX, VNNI = "AMX tiles", "AVX-512 VNNI"
+_PACKED: str | None | bool = False  # the packed product in use (False: not chosen yet)
+
+
+def packed_product() -> str | None:
+    """What multiplies the packed weights here (:func:`packed_linear`, the one-call layer): AMX tiles,
+    else AVX-512 VNNI (the same packing: a tile row is VPDPBUSD's operand), else None; only
+    where the instruction-set setting allows it."""
+    global _PACKED
+    if _PACKED is False:
+        select_packed(AMX if amx_available() else VNNI if _ISA == 3 else None)
+    return _PACKED
+
+
+def select_packed(product: str | None) -> None:
+    """Multiply packed weights with ``product`` (AMX or VNNI, where the CPU has it; tests compare them)."""
+    global _PACKED
+    _PACKED = product
+    if _LIBRARY is not None:
+        _LIBRARY.alphazip_packed_select({None: 0, VNNI: 1, AMX: 2}[product])
+
+
 def amx_pack(weight: torch.Tensor) -> torch.Tensor:
-    """int8 weight rows [N, K] in the AMX tiles' layout (_amx.c), for :func:`amx_linear`."""
+    """int8 weight rows [N, K] in the AMX tiles' layout (_amx.c), for :func:`packed_linear`."""
     rows, depth = weight.shape
     weight = weight.contiguous()  # held until the call returns
     packed = torch.empty(_LIBRARY.alphazip_amx_packed_size(rows, depth), dtype=torch.int8)
@@ -166,33 +189,37 @@ def amx_pack(weight: torch.Tensor) -> torch.Tensor:
     return packed
 
 
-def amx_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor,
-               columns: int) -> torch.Tensor:
+def packed_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, steps: torch.Tensor,
+                  columns: int) -> torch.Tensor:
     """A quantized linear layer's output [M, columns] float32 from its int8 ``halves`` [2M, K] (highs,
     then lows) and steps [M, 1], the packed weights and their scales: the bits of
-    :func:`dequantize` after the halves' products, in one call."""
+    :func:`dequantize` after the halves' products, in one call on :func:`packed_product`."""
     rows, depth = halves.shape[0] // 2, halves.shape[1]
     assert halves.is_contiguous() and scale.is_contiguous() and steps.is_contiguous()
+    assert packed_product() is not None, "no packed product on this CPU"
     out = torch.empty((rows, columns), dtype=torch.float32)
     if rows and columns:
-        status = _LIBRARY.alphazip_amx_linear(rows, columns, depth, _pointer(halves), _pointer(packed), _pointer(scale),
-                                              _pointer(steps), _pointer(out), torch.get_num_threads())
+        status = _LIBRARY.alphazip_packed_linear(rows, columns, depth, _pointer(halves), _pointer(packed),
+                                                 _pointer(scale), _pointer(steps), _pointer(out), torch.get_num_threads())
         if status != 0:
-            raise MemoryError("out of memory in the AMX linear layer")
+            raise MemoryError("out of memory in a packed linear layer")
     return out
 
 
-def amx_linear_rows(x: torch.Tensor, levels: int, packed: torch.Tensor, scale: torch.Tensor, columns: int) -> torch.Tensor:
-    """:func:`amx_linear` of float32 rows ``x`` [M, K] quantized and split as :func:`quantize_split`
+def packed_linear_rows(x: torch.Tensor, levels: int, packed: torch.Tensor, scale: torch.Tensor,
+                       columns: int) -> torch.Tensor:
+    """:func:`packed_linear` of float32 rows ``x`` [M, K] quantized and split as :func:`quantize_split`
     does, in one call."""
     rows, depth = x.shape
     x = x.contiguous()  # held until the call returns
+    assert packed_product() is not None, "no packed product on this CPU"
     out = torch.empty((rows, columns), dtype=torch.float32)
     if rows and columns:
-        status = _LIBRARY.alphazip_amx_linear_rows(rows, columns, depth, x.data_ptr(), float(levels), packed.data_ptr(),
-                                                   _pointer(scale), out.data_ptr(), torch.get_num_threads())
+        status = _LIBRARY.alphazip_packed_linear_rows(rows, columns, depth, x.data_ptr(), float(levels),
+                                                      packed.data_ptr(), _pointer(scale), out.data_ptr(),
+                                                      torch.get_num_threads())
         if status != 0:
-            raise MemoryError("out of memory in the AMX linear layer")
+            raise MemoryError("out of memory in a packed linear layer")
     return out
 
 
@@ -208,7 +235,7 @@ def llama_layer(x: torch.Tensor, weights: ctypes.Array, shape: tuple[int, ...], 
                 cache_layer: tuple[torch.Tensor, ...], attend_constants: torch.Tensor,
                 gate_constants: torch.Tensor) -> None:
     """One Llama decoder layer on the residual stream ``x`` [B, T, hidden] (float32, contiguous,
-    updated in place) at positions start..start+T-1, its products on AMX tiles (_layer.c): the
+    updated in place) at positions start..start+T-1, its products on :func:`packed_product` (_layer.c): the
     bits of exact.py's layer, in one call. ``shape``: heads, kv_heads, head_dim, intermediate."""
     batch, count, hidden = x.shape
     heads, kv_heads, dim, intermediate = shape

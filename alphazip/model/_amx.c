@@ -125,7 +125,7 @@ int alphazip_amx_linear(int m, int n, int depth, const int8_t *halves, const int
     }
     const long column_block_bytes = 2L * depth_tiles * TILE_BYTES;
     int failed = 0;
-#pragma omp parallel num_threads(threads) if ((long)m * n * depth >= 4L * 1024 * 1024)
+#pragma omp parallel num_threads(threads) if ((long)m * n * depth >= SMALL_PRODUCT)
     {
         int32_t *sums = aligned_alloc(64, sizeof(int32_t) * 32 * BLOCK_N); /* 16 rows of highs, then of lows */
         if (!sums) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define SMALL_WORK 65536 /* values below which a kernel runs on one thread: waking the others costs more */
+#define SMALL_PRODUCT (4L * 1024 * 1024) /* the same for a packed product's multiply-adds (_amx.c, _vnni.c) */
 
 #define ROUNDER 12582912.0f /* 1.5 * 2^23: (x + ROUNDER) - ROUNDER rounds |x| < 2^22 to nearest even */
 

@@ -74,7 +74,7 @@ TARGET_VNNI int alphazip_vnni_linear(int m, int n, int depth, const int8_t *halv
     }
     const long next = (long)depth_tiles * TILE_BYTES, lows = (long)m * padded;
     int failed = 0;
-#pragma omp parallel num_threads(threads) if ((long)m * n * depth >= 4L * 1024 * 1024)
+#pragma omp parallel num_threads(threads) if ((long)m * n * depth >= SMALL_PRODUCT)
     {
         int32_t *sums = aligned_alloc(64, sizeof(int32_t) * 32 * BLOCK_N); /* 16 rows of highs, then of lows */
         if (!sums) {

@@ -9,8 +9,7 @@ that is available and exact here being used:
   at packing's shapes (whose oneDNN gemm runs on VNNI, not AMX). Used only where the
   instruction-set setting is AVX-512, so that acting as another CPU leaves it out. Where the CPU
   has AVX-512 VNNI but no AMX, the linear layers run on VNNI over the same packed weights
-  (``_vnni.c``; 1.1-1.3 x faster than ``torch._int_mm`` and its scaling at the default model's
-  shapes, docs/exact-engine.md).
+  (``_vnni.c``), which lets a step's layer run in one call there too (docs/exact-engine.md).
 - ``torch._int_mm`` (oneDNN; VNNI or AMX where the CPU has them, 2.4 T int8 ops/s measured on
   an AMX Xeon). Where oneDNN lacks VNNI some builds overflow silently (pytorch issue 136746;
   oneDNN capped at SSE4.1 still does), so it is checked once per process against the float32

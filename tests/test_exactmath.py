@@ -90,13 +90,13 @@ def packed_products() -> list[str]:
 
 
 @pytest.mark.parametrize("product", [native.AMX, native.VNNI])
-def test_packed_linear_gives_the_exact_products_bits(monkeypatch, product):
+def test_packed_linear_gives_the_exact_products_bits(product):
     """A linear layer in one call on packed weights (AMX tiles, or VNNI over the same packing)
     against int64 products then dequantize: whole and edge tiles (rows not a multiple of 16,
     depths not of 64 or 4, columns not of 32), random and extreme halves."""
     if product not in packed_products():
         pytest.skip(f"no {product} here")
-    monkeypatch.setattr(native, "_PACKED", False)
+    chosen = native.packed_product()  # this process's choice, put back after (the C side holds it too)
     native.select_packed(product)
     generator = torch.Generator().manual_seed(64)
     try:
@@ -116,8 +116,7 @@ def test_packed_linear_gives_the_exact_products_bits(monkeypatch, product):
             assert torch.equal(native.packed_linear_rows(x, ACTIVATION_LEVELS, packed, scale, cols),
                                native.packed_linear(halves, packed, scale, steps, cols))
     finally:
-        native.select_packed(None)
-        monkeypatch.setattr(native, "_PACKED", False)  # chosen afresh on the next ask
+        native.select_packed(chosen)
 
 
 def test_int_mm_is_used_only_after_its_self_check(monkeypatch):

@@ -35,11 +35,10 @@ _SIGNATURES = {
     "alphazip_rope_quantize": [_INT] * 7 + [_POINTER] * 3 + [_FLOAT] + [_POINTER] * 6 + [_INT],
     "alphazip_amx_pack": [_INT, _INT, _POINTER, _POINTER],
     "alphazip_ranks": [_LONG, _INT, _POINTER, _POINTER, _POINTER, _INT],
-    "alphazip_packed_select": [_INT],
-    "alphazip_packed_linear": [_INT] * 3 + [_POINTER] * 5 + [_INT],
-    "alphazip_packed_linear_rows": [_INT] * 3 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
+    "alphazip_packed_linear": [_INT] * 4 + [_POINTER] * 5 + [_INT],
+    "alphazip_packed_linear_rows": [_INT] * 4 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
     "alphazip_gate_rows": [_LONG, _INT, _INT, _POINTER, _POINTER, _POINTER, _INT],
-    "alphazip_llama_layer": [_INT] * 10 + [ctypes.c_double, _FLOAT, _FLOAT] + [_POINTER] * 10 + [_INT],
+    "alphazip_llama_layer": [_INT] * 10 + [ctypes.c_double, _FLOAT, _FLOAT] + [_POINTER] * 10 + [_INT, _INT],
 }
 
 
@@ -159,6 +158,7 @@ def amx_available() -> bool:
 
 
 AMX, VNNI = "AMX tiles", "AVX-512 VNNI"
+_PRODUCT_IDS = {VNNI: 1, AMX: 2}  # PACKED_VNNI, PACKED_AMX in _layer.c: passed with every call
 _PACKED: str | None | bool = False  # the packed product in use (False: not chosen yet)
 
 
@@ -176,8 +176,13 @@ def select_packed(product: str | None) -> None:
     """Multiply packed weights with ``product`` (AMX or VNNI, where the CPU has it; tests compare them)."""
     global _PACKED
     _PACKED = product
-    if _LIBRARY is not None:
-        _LIBRARY.alphazip_packed_select({None: 0, VNNI: 1, AMX: 2}[product])
+
+
+def _product_id() -> int:
+    product = packed_product()
+    if product is None:
+        raise RuntimeError("no packed product on this CPU")
+    return _PRODUCT_IDS[product]
 
 
 def amx_pack(weight: torch.Tensor) -> torch.Tensor:
@@ -196,11 +201,11 @@ def packed_linear(halves: torch.Tensor, packed: torch.Tensor, scale: torch.Tenso
     :func:`dequantize` after the halves' products, in one call on :func:`packed_product`."""
     rows, depth = halves.shape[0] // 2, halves.shape[1]
     assert halves.is_contiguous() and scale.is_contiguous() and steps.is_contiguous()
-    assert packed_product() is not None, "no packed product on this CPU"
     out = torch.empty((rows, columns), dtype=torch.float32)
     if rows and columns:
-        status = _LIBRARY.alphazip_packed_linear(rows, columns, depth, _pointer(halves), _pointer(packed),
-                                                 _pointer(scale), _pointer(steps), _pointer(out), torch.get_num_threads())
+        status = _LIBRARY.alphazip_packed_linear(_product_id(), rows, columns, depth, _pointer(halves),
+                                                 _pointer(packed), _pointer(scale), _pointer(steps), _pointer(out),
+                                                 torch.get_num_threads())
         if status != 0:
             raise MemoryError("out of memory in a packed linear layer")
     return out
@@ -212,10 +217,9 @@ def packed_linear_rows(x: torch.Tensor, levels: int, packed: torch.Tensor, scale
     does, in one call."""
     rows, depth = x.shape
     x = x.contiguous()  # held until the call returns
-    assert packed_product() is not None, "no packed product on this CPU"
     out = torch.empty((rows, columns), dtype=torch.float32)
     if rows and columns:
-        status = _LIBRARY.alphazip_packed_linear_rows(rows, columns, depth, x.data_ptr(), float(levels),
+        status = _LIBRARY.alphazip_packed_linear_rows(_product_id(), rows, columns, depth, x.data_ptr(), float(levels),
                                                       packed.data_ptr(), _pointer(scale), out.data_ptr(),
                                                       torch.get_num_threads())
         if status != 0:
@@ -246,7 +250,7 @@ def llama_layer(x: torch.Tensor, weights: ctypes.Array, shape: tuple[int, ...], 
         batch, count, hidden, heads, kv_heads, dim, intermediate, keys.shape[3], start, window or 0, float(eps),
         float(levels), score_factor, weights, _pointer(cos), _pointer(sin), _pointer(keys), _pointer(key_steps),
         _pointer(values), _pointer(value_steps), _pointer(attend_constants), _pointer(gate_constants), _pointer(x),
-        torch.get_num_threads())
+        _product_id(), torch.get_num_threads())
     if status != 0:
         raise MemoryError("out of memory in a decoder layer")
 

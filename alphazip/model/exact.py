@@ -208,9 +208,10 @@ class ExactEngine:
 
     def _layers_in_one_call(self, count: int) -> bool:
         """Whether a step's layers run as one compiled call each (native.llama_layer): Llama's layers
-        where the products run on packed weights (AMX tiles or VNNI). Only steps (one position) take it: there the per-call
-        costs weigh as much as the kernels, while a packing call's hundreds of rows amortize them
-        (and its layer-sized scratch, allocated per call in C, costs more than torch's)."""
+        where the products run on packed weights (AMX tiles or VNNI). Only steps (one position)
+        take it: there the per-call costs weigh as much as the kernels, while a packing call's
+        hundreds of rows amortize them (and its layer-sized scratch, allocated per call in C, costs
+        more than torch's)."""
         c = self.config
         return (count == 1 and packed_path() is not None and not c.gemma
                 and c.head_dim <= native.ROPE_MAX_DIM)

@@ -20,10 +20,6 @@
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-#define TILE_K 64    /* int8 values along the depth per tile row */
-#define TILE_N 16    /* int32 columns of an output tile */
-#define BLOCK_N 32   /* output columns per work item: two tiles of 16 */
-#define TILE_BYTES 1024
 #define WEIGHT_GROUP 64 /* column blocks whose weights a linear layer's rows pass over together */
 #define FEW_ROW_BLOCKS 4 /* up to this many blocks of 16 rows, each column block meets them all in turn */
 

@@ -46,14 +46,21 @@ static inline float largest_magnitude(const float *x, int n) {
     return top;
 }
 
+/* The packed weights' layout (alphazip_amx_pack; multiplied by _amx.c and _vnni.c): tiles of 16 rows
+ * of 64 bytes, a row holding 4 depth values of each of 16 columns; a work item takes two column tiles. */
+#define TILE_K 64       /* int8 values along the depth per tile row */
+#define TILE_N 16       /* columns of a tile (int32 columns of an AMX output tile) */
+#define BLOCK_N 32      /* output columns per work item: two tiles of 16 */
+#define TILE_BYTES 1024 /* a tile: 16 rows of 16 columns x 4 depth values */
+
 /* One block of a packed product's float outputs (_amx.c, _vnni.c) from its highs' and lows' int32
- * sums (row r's highs at sums + 32 r, its lows 16 rows further): ((highs * 256 + lows) * scale[c])
+ * sums (row r's highs at sums + BLOCK_N r, its lows 16 rows further): ((highs * 256 + lows) * scale[c])
  * * steps[r], every operation exactly rounded in that order, no fused multiply-add
  * (-ffp-contract=off): the bits of alphazip_dequantize after any other path's product. */
 __attribute__((target("arch=x86-64-v4"))) static inline void alphazip_combine_block(int rows, int columns,
         const int32_t *sums, const float *scale, const float *steps, float *out, long out_stride) {
     for (int r = 0; r < rows; r++) {
-        const int32_t *highs = sums + r * 32, *lows = highs + 16 * 32;
+        const int32_t *highs = sums + r * BLOCK_N, *lows = highs + 16 * BLOCK_N;
         float *target = out + r * out_stride;
         const float step = steps[r];
         for (int c = 0; c < columns; c++) target[c] = (((float)highs[c] * 256.0f + (float)lows[c]) * scale[c]) * step;

@@ -15,9 +15,6 @@
 
 #include "_kernel.h"
 
-#define TILE_K 64
-#define BLOCK_N 32      /* output columns per work item: two packed column tiles of 16 */
-#define TILE_BYTES 1024 /* a packed tile: 16 rows of 16 columns x 4 depth values */
 #define ROW_GROUP 4     /* rows whose highs and lows (16 accumulators) meet each weight load */
 
 #define TARGET_VNNI __attribute__((target("arch=x86-64-v4,avx512vnni")))

@@ -151,8 +151,9 @@ MATCH_LENGTHS = (12, 4)  # context lengths of the match models, longest first
 ORDERS = (1, 2, 3, 4)  # n-gram orders
 MATCH_BUCKETS = 21
 NGRAM_BUCKETS = 10
+RECALL_EXPERT = len(MATCH_LENGTHS) + len(ORDERS)  # the last: what followed similar states (``recall``)
 # Each expert adds at most its heaviest weight, 2**(FREQ_BITS + LOG2_MAX), to a table.
-assert (len(MATCH_LENGTHS) + len(ORDERS) << FREQ_BITS + LOG2_MAX) + (1 << FREQ_BITS) <= MAX_TOTAL
+assert (RECALL_EXPERT + 1 << FREQ_BITS + LOG2_MAX) + (1 << FREQ_BITS) <= MAX_TOTAL
 
 # Initial table indices (in steps, see STEPS) of each expert's weight by context class and by
 # whether the candidate is the model's own top token, [bucket][not top, top], before the chunk
@@ -175,6 +176,11 @@ PRIOR_NGRAM = [
     # order 4
     [[96, 96], [88, 150], [121, 92], [100, 183], [101, 97], [100, 99], [101, 98], [104, 101], [99, 94], [96, 96]],
 ]
+
+# Recall's weight by the best cosine counted (recall.BUCKETS steps from 0.8), the same for the
+# model's top token and the others: 1/32 of the model's at 0.8 rising to 1/6 at 1, about the fixed
+# share that did best offline (docs/results.md); each chunk's coding learns the rest.
+PRIOR_RECALL = [[110 + 3 * bucket] * 2 for bucket in range(14)]
 
 
 class OwnHistory:
@@ -214,7 +220,8 @@ class ChunkMixer:
         self.width = width  # token ids the model's frequencies cover
         self.history = history if history is not None else OwnHistory()
         # _theta[expert][bucket][top]: a weight's table index, with FRAC fractional bits
-        self._theta = [[[p << FRAC for p in cell] for cell in row] for row in PRIOR_MATCH + PRIOR_NGRAM]
+        self._theta = [[[p << FRAC for p in cell] for cell in row]
+                       for row in PRIOR_MATCH + PRIOR_NGRAM + [PRIOR_RECALL]]
         self._shared = [0] * len(self._theta)  # per expert, added to each of its cells
         self._plan: list[tuple[int, list[int], int, dict[int, int], int]] | None = None
         self._freqs: np.ndarray | None = None

@@ -124,7 +124,10 @@ def _encode_group(model: LanguageModel, chunks: list[np.ndarray], rows: list[int
     for start in range(0, tokens.shape[1], stepper.segment):
         stop = min(start + stepper.segment, tokens.shape[1])
         logits = stepper.advance(inputs[:, start:stop])  # [B, T, V]
+        hidden = getattr(stepper, "features", None)  # the engines that give it: the same when unpacking
         for encoder in encoders:
+            if hidden is not None:
+                encoder.features(rows, start, hidden)
             encoder.observe(rows, start, logits, tokens[:, start:stop], lengths)
         count.add(int(np.clip(lengths - start, 0, stop - start).sum()))
 
@@ -177,11 +180,16 @@ def _decode_span(model: LanguageModel, decoder: FrameDecoder, span: range, chunk
     for t in range(tokens.shape[1]):
         stepping = [i for i, end in enumerate(ends) if t < end]
         logits = torch.cat([steppers[i].step(previous[parts[i]]) for i in stepping])  # [B, V]
+        states = [getattr(steppers[i], "features", None) for i in stepping]  # engines that give it
+        hidden = None if any(state is None for state in states) else torch.cat([state[:, 0] for state in states])
         at = np.concatenate([np.arange(parts[i].start, parts[i].stop) for i in stepping])
         keep = np.flatnonzero(t < lengths[at])
         if len(keep) < len(at):
             logits = logits[torch.from_numpy(keep)]
+            hidden = None if hidden is None else hidden[torch.from_numpy(keep)]
         live = at[keep]
+        if hidden is not None:
+            decoder.features(rows[live], t, hidden)
         tokens[live, t] = decoder.next_tokens(rows[live], t, logits)
         previous = tokens[:, t]
         count.add(len(live))

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .mixing import MATCH_LENGTHS, ORDERS, MatchModel, NGramModel, agreement, match_bucket
+from . import recall
+from .mixing import MATCH_LENGTHS, ORDERS, RECALL_EXPERT, MatchModel, NGramModel, agreement, match_bucket
 
 # A group is stepped together whatever the decoding batch: its KV caches are allocated at once.
 SPAN_POSITIONS = 1 << 16  # positions in a group at most: 64 chunks of 1,024 tokens, 8 of 8,192
@@ -36,10 +37,14 @@ def groups(lengths: Sequence[int]) -> list[range]:
 
 
 class SharedHistory:
-    """The tokens of a group's chunks so far and the expert tables over all of them."""
+    """The tokens of a group's chunks so far and the expert tables over all of them; with
+    ``recalling``, also the model's states before them (``recall``), as ``query`` shows them."""
 
-    def __init__(self, lengths: Sequence[int]):
+    def __init__(self, lengths: Sequence[int], recalling: bool = False):
         self.lengths = list(lengths)
+        self.memory = recall.Memory(sum(self.lengths)) if recalling else None
+        self._queries: dict[int, tuple[np.ndarray, float]] = {}  # chunk -> its key and norm at ``step``
+        self.recalled: dict[int, tuple] = {}  # chunk -> what the memory predicts at ``step``
         self.tokens: list[list[int]] = [[] for _ in self.lengths]
         self.step = 0  # positions committed
         self._waiting = self._live_at(0)  # chunks yet to add their token at ``step``
@@ -63,8 +68,29 @@ class SharedHistory:
                 self.members[chunk].advance()
             for chunk in live:
                 self._enter(chunk)
+            self._remember(live)
             self.step += 1
             self._waiting = self._live_at(self.step)
+
+    def query(self, chunks: Sequence[int], keys: np.ndarray, norms: np.ndarray) -> None:
+        """The keys of the model's states before the current step's tokens of ``chunks``: what the
+        memory predicts for them (the states of the steps before) is then in ``recalled``."""
+        if self.memory is None:
+            return
+        for chunk, key, norm, found in zip(chunks, keys, norms, self.memory.predict(keys, norms)):
+            self._queries[chunk] = (key, norm)
+            if found is not None:
+                self.recalled[chunk] = found
+
+    def _remember(self, live: list[int]) -> None:
+        # Each state queried at this step, with the token that followed it, in chunk order.
+        shown = [chunk for chunk in live if chunk in self._queries]
+        if shown:
+            self.memory.add(np.stack([self._queries[chunk][0] for chunk in shown]),
+                            np.array([self._queries[chunk][1] for chunk in shown]),
+                            [self.tokens[chunk][-1] for chunk in shown])
+        self._queries.clear()
+        self.recalled.clear()
 
     def _enter(self, chunk: int) -> None:
         tokens = self.tokens[chunk]
@@ -95,6 +121,8 @@ class Member:
             found = ngram.followers(own)
             if found and found[0]:  # a context whose followers all halved to nothing predicts nothing
                 yield expert, NGramModel.bucket(*found), *found
+        if self.chunk in group.recalled:
+            yield RECALL_EXPERT, *group.recalled[self.chunk]
 
     def append(self, token: int) -> None:
         self.group.add(self.chunk, token)
@@ -120,11 +148,26 @@ class Recorded:
     known tokens, then replayed as the chunk is coded, in any order of chunks. A group is run
     when one of its chunks is first asked, and each chunk's record dropped once coded."""
 
-    def __init__(self, chunks: Sequence[np.ndarray]):
+    def __init__(self, chunks: Sequence[np.ndarray], recalling: bool = False):
         self._chunks = chunks
         self.groups = groups([len(chunk) for chunk in chunks])
         self._group_of = {chunk: group for group in self.groups for chunk in group}
         self._records: dict[int, list] = {}
+        self._recalling = recalling
+        # the keys of each chunk's states (int8) and their norms, as the model shows them
+        self._keys: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def remember(self, chunk: int, start: int, states: np.ndarray) -> None:
+        """The model's states [T, hidden] before the chunk's tokens start..start+T-1."""
+        if not self._recalling:
+            return
+        length = len(self._chunks[chunk])
+        states = states[:max(length - start, 0)]  # positions after the chunk's end are padding
+        keys, norms = recall.keys_of(states)
+        if chunk not in self._keys:
+            self._keys[chunk] = (np.zeros((length, recall.KEY_DIMS), np.int8), np.zeros(length, np.float64))
+        stored, stored_norms = self._keys[chunk]
+        stored[start:start + len(keys)], stored_norms[start:start + len(keys)] = keys, norms
 
     def member(self, chunk: int) -> "Replay":
         return Replay(self, chunk)
@@ -136,16 +179,22 @@ class Recorded:
 
     def _run(self, members: range) -> None:
         tokens = [self._chunks[chunk].tolist() for chunk in members]
-        group = SharedHistory([len(t) for t in tokens])
+        # recall needs every member's states: none where the engine gives no states
+        shown = self._recalling and all(chunk in self._keys for chunk in members)
+        group = SharedHistory([len(t) for t in tokens], shown)
         records = [[] for _ in members]
         for position in range(max(group.lengths, default=0)):
             live = [i for i, length in enumerate(group.lengths) if length > position]
+            if shown:
+                group.query(live, np.stack([self._keys[members[i]][0][position] for i in live]).astype(np.float32),
+                            np.array([self._keys[members[i]][1][position] for i in live]))
             for i in live:  # the counts are copied: later steps change them in place
                 records[i].append([(e, b, dict(c), s) for e, b, c, s in group.members[i].experts()])
             for i in live:
                 group.members[i].append(tokens[i][position])
         for i, chunk in enumerate(members):
             self._records[chunk] = records[i]
+            self._keys.pop(chunk, None)
 
 
 class Replay:

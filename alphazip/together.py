@@ -115,6 +115,12 @@ class _SideBySide(FrameDecoder):
         self.lockstep = [range(offset + group.start, offset + group.stop)
                          for decoder, offset in zip(decoders, offsets.tolist()) for group in decoder.lockstep]
 
+    def features(self, rows: np.ndarray, position: int, hidden: torch.Tensor) -> None:
+        owners = self.owner[rows]
+        for owner in np.unique(owners):
+            mine = np.flatnonzero(owners == owner)
+            self.decoders[owner].features(self.local[rows[mine]], position, hidden[torch.from_numpy(mine)])
+
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:
         tokens = np.empty(len(rows), dtype=np.int64)
         owners = self.owner[rows]

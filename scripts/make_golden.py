@@ -2,7 +2,7 @@
 
 Run only when the format version changes on purpose, or when a new engine or coder needs its
 archives, naming the archives to write (--tiny, --real, --real-engine, --exact, --ac-bias,
---ac-share); commit the result. An archive already in the folder is never rewritten: delete it
+--ac-share, --ac-recall); commit the result. An archive already in the folder is never rewritten: delete it
 first on purpose.
 """
 
@@ -88,6 +88,11 @@ def main() -> None:
         write_once(GOLDEN / "exact-tiny-ac-share-model.az", compressor.compress(data))
         real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
         write_once(GOLDEN / "exact-smollm2-ac-share.az", real)
+    if "--ac-recall" in sys.argv:  # "ac" recalling the model's states; "ac-share" above is now "ac-3"
+        compressor = Compressor(backend="ac", model=TINY, context=16, batch=3, mode="model", engine=EXACT_ENGINE_NAME)
+        write_once(GOLDEN / "exact-tiny-ac-recall-model.az", compressor.compress(data))
+        real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
+        write_once(GOLDEN / "exact-smollm2-ac-recall.az", real)
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

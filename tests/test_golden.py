@@ -22,9 +22,9 @@ EXACT_ARCHIVES = sorted(path for version in ("v2", "v3") for path in (GOLDEN / v
 
 def test_golden_archives_exist():
     assert len(TINY_ARCHIVES) == 10 * len(VERSIONS)  # five back-ends, model and raw mode each
-    # five back-ends and frames of mixed modes in two formats; rank-ac, ac-1, ac-plain, ac-2 and ac
-    # in format 3
-    assert len(EXACT_ARCHIVES) == 12 + 5
+    # five back-ends and frames of mixed modes in two formats; rank-ac, ac-1, ac-plain, ac-2, ac-3
+    # and ac in format 3
+    assert len(EXACT_ARCHIVES) == 12 + 6
     assert container.FORMAT_VERSION == len(VERSIONS), "a new format version needs its golden folder"
 
 
@@ -70,15 +70,17 @@ def test_golden_archive_of_mixed_frames_decodes(tiny, version):
 REAL_ARCHIVES = ["v1/smollm2-brotli.az", "v1/smollm2-engine-brotli.az", "v2/smollm2-engine-brotli.az",
                  "v2/exact-smollm2-brotli.az", "v3/exact-smollm2-brotli.az", "v3/exact-smollm2-ac.az",
                  "v3/exact-smollm2-ac-plain.az", "v3/exact-smollm2-rank-ac.az", "v3/exact-smollm2-ac-bias.az",
-                 "v3/exact-smollm2-ac-share.az"]
+                 "v3/exact-smollm2-ac-share.az", "v3/exact-smollm2-ac-recall.az"]
 
 
 @pytest.mark.parametrize("name, backend", [("exact-tiny-ac-model.az", "ac-1"), ("exact-smollm2-ac.az", "ac-1"),
                                            ("exact-tiny-ac-bias-model.az", "ac-2"), ("exact-smollm2-ac-bias.az", "ac-2"),
-                                           ("exact-tiny-ac-share-model.az", "ac"), ("exact-smollm2-ac-share.az", "ac")])
+                                           ("exact-tiny-ac-share-model.az", "ac-3"), ("exact-smollm2-ac-share.az", "ac-3"),
+                                           ("exact-tiny-ac-recall-model.az", "ac"), ("exact-smollm2-ac-recall.az", "ac")])
 def test_ac_archives_of_before_read_under_the_names_of_their_coders(name, backend):
     """Back-end id 6 was "ac" before the log-space bias, id 8 before the chunks shared their
-    experts' history: their archives decode as "ac-1" and "ac-2" now."""
+    experts' history, id 9 before it recalled the model's states: their archives decode as
+    "ac-1", "ac-2" and "ac-3" now."""
     assert container.read((GOLDEN / "v3" / name).read_bytes()).header.backend == backend
 
 

@@ -1,14 +1,15 @@
 """Token coders by the name archives record: every byte back-end's rank coder, and ``ac``."""
 
 from ..backends import backend_names
-from .arithmetic import ArithmeticCoder, PlainArithmeticCoder, UnbiasedArithmeticCoder, UnsharedArithmeticCoder
+from .arithmetic import (ArithmeticCoder, PlainArithmeticCoder, UnbiasedArithmeticCoder, UnrecallingArithmeticCoder,
+                         UnsharedArithmeticCoder)
 from .base import FrameDecoder, FrameEncoder, TokenCoder
 from .ranked import RankCoder
 
 __all__ = ["FrameDecoder", "FrameEncoder", "TokenCoder", "RankCoder", "ArithmeticCoder", "get_coder", "coder_names"]
 
-_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, UnsharedArithmeticCoder, UnbiasedArithmeticCoder,
-                                                  PlainArithmeticCoder)}
+_ARITHMETIC = {coder.name: coder for coder in (ArithmeticCoder, UnrecallingArithmeticCoder, UnsharedArithmeticCoder,
+                                                  UnbiasedArithmeticCoder, PlainArithmeticCoder)}
 
 
 def coder_names() -> list[str]:

@@ -1,7 +1,8 @@
 """``ac``: every token range-coded under the model's distribution, adapted to the text by a
-log-space bias and mixed with what the history of the chunk's group predicts (``sharing``);
-``ac-2``: the same with each chunk's own history only, ``ac-1``: also without the bias (archives
-of before them); ``ac-plain``: under the model's distribution alone.
+log-space bias and mixed with what the history of the chunk's group predicts (``sharing``),
+its tokens and the model's states along them (``recall``); ``ac-3``: the same without recall,
+``ac-2``: also with each chunk's own history only, ``ac-1``: also without the bias (archives of
+before them); ``ac-plain``: under the model's distribution alone.
 
 The logits (plus the chunk's bias, ``bias``) become integer frequencies (``frequencies``: exact,
 so the decoder rebuilds the same table on any machine), followed by one escape symbol of
@@ -22,6 +23,7 @@ import torch
 
 from ..backends import Backend, get_backend
 from ..backends.text_cm import TaggedRaw
+from .. import recall
 from ..compact import ByteReader, varint
 from ..errors import BadArchiveError
 from ..mixing import FREQ_BITS, ChunkMixer
@@ -41,6 +43,7 @@ class ArithmeticCoder(TokenCoder):
     bias = True
     tagged_raw = True  # raw frames: brotli, or text_cm's mixing coder where the model lost
     sharing = True  # a group's chunks share their experts' history
+    recalling = True  # and the model's states along it (engines that give them)
 
     @property
     def raw_backend(self) -> Backend:
@@ -53,26 +56,31 @@ class ArithmeticCoder(TokenCoder):
 
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> "ArithmeticEncoder":
         return ArithmeticEncoder([len(chunk) for chunk in chunks], model.logits_size, model.tokenizer.id_space,
-                                 self.mixing, self.bias, chunks if self.sharing else None)
+                                 self.mixing, self.bias, chunks if self.sharing else None, self.recalling)
 
     def decoder(self, streams: list[bytes], chunk_tokens: list[int], model, top_k: int) -> "ArithmeticDecoder":
         return ArithmeticDecoder(streams, chunk_tokens, model.logits_size, model.tokenizer.id_space, self.mixing,
-                                 self.bias, self.sharing)
+                                 self.bias, self.sharing, self.recalling)
+
+
+class UnrecallingArithmeticCoder(ArithmeticCoder):
+    name = "ac-3"
+    recalling = False
 
 
 class UnsharedArithmeticCoder(ArithmeticCoder):
     name = "ac-2"
-    sharing = False
+    sharing = recalling = False
 
 
 class UnbiasedArithmeticCoder(ArithmeticCoder):
     name = "ac-1"
-    bias = tagged_raw = sharing = False
+    bias = tagged_raw = sharing = recalling = False
 
 
 class PlainArithmeticCoder(ArithmeticCoder):
     name = "ac-plain"
-    mixing = bias = tagged_raw = sharing = False
+    mixing = bias = tagged_raw = sharing = recalling = False
 
 
 class _Chunks:
@@ -104,17 +112,29 @@ class _Chunks:
 
 
 class ArithmeticEncoder(FrameEncoder, _Chunks):
-    """``chunks``: the frame's tokens, given when its groups share their history (recorded first)."""
+    """``chunks``: the frame's tokens, given when its groups share their history (recorded once
+    every chunk was observed, with the model's states if ``recalling``).
+
+    Observing a position computes its facts under the model (biased): the coded token's
+    cumulative frequency, its frequency, the total and the model's first choice. They are all
+    that mixing needs of the model, so the tokens are mixed and coded in :meth:`streams`, once
+    the whole group's states are known."""
 
     def __init__(self, lengths: list[int], width: int, id_space: int, mixing: bool = True, bias: bool = True,
-                 chunks: list[np.ndarray] | None = None):
-        histories = None
+                 chunks: list[np.ndarray] | None = None, recalling: bool = False):
+        histories = self._recorded = None
         if chunks is not None and mixing:
-            recorded = Recorded(chunks)
-            self.lockstep = recorded.groups
-            histories = [recorded.member(chunk) for chunk in range(len(chunks))]
+            self._recorded = Recorded(chunks, recalling)
+            self.lockstep = self._recorded.groups
+            histories = [self._recorded.member(chunk) for chunk in range(len(chunks))]
         _Chunks.__init__(self, lengths, width, id_space, mixing, bias, histories)
-        self.coders = [RangeEncoder() for _ in lengths]
+        self._facts: list[list[tuple[int, int, int, int, int]]] = [[] for _ in lengths]
+
+    def features(self, rows: Sequence[int], start: int, hidden: torch.Tensor) -> None:
+        if self._recorded is not None:
+            states = hidden.float().numpy()
+            for row, chunk in enumerate(rows):
+                self._recorded.remember(chunk, start, states[row])
 
     def observe(self, rows: Sequence[int], start: int, logits: torch.Tensor, tokens: np.ndarray,
                 lengths: np.ndarray) -> None:
@@ -144,10 +164,7 @@ class ArithmeticEncoder(FrameEncoder, _Chunks):
             tops = flat.argmax(1).tolist() if self.mixers is not None else [0] * len(where)
             cums, freqs, totals = (t.tolist() for t in coding_facts(flat, torch.where(ids < self.width, ids, 0)))
         for index, (token, chunk) in enumerate(zip(ids.tolist(), chunks)):
-            total = totals[index]
-            extras = self.candidates(chunk, tops[index], total)
-            self._code(self.coders[chunk], token, cums[index], freqs[index], total, extras)
-            self.learn(chunk, token, freqs[index] if token < self.width else None, total)
+            self._facts[chunk].append((token, cums[index], freqs[index], totals[index], tops[index]))
 
     def _code(self, coder: RangeEncoder, token: int, cum: int, freq: int, total: int,
               extras: list[tuple[int, int]]) -> None:
@@ -163,20 +180,44 @@ class ArithmeticEncoder(FrameEncoder, _Chunks):
             coder.encode(token - self.width, 1, self.beyond)
 
     def streams(self) -> list[bytes]:
-        codes = [coder.finish() for coder in self.coders]
+        codes = []
+        for chunk, facts in enumerate(self._facts):
+            coder = RangeEncoder()
+            for token, cum, freq, total, top in facts:
+                extras = self.candidates(chunk, top, total)
+                self._code(coder, token, cum, freq, total, extras)
+                self.learn(chunk, token, freq if token < self.width else None, total)
+            facts.clear()
+            codes.append(coder.finish())
         return [b"".join(varint(len(code)) for code in codes[:-1]) + b"".join(codes), b""]
 
 
 class ArithmeticDecoder(FrameDecoder, _Chunks):
     def __init__(self, streams: list[bytes], lengths: list[int], width: int, id_space: int, mixing: bool = True,
-                 bias: bool = True, sharing: bool = False):
+                 bias: bool = True, sharing: bool = False, recalling: bool = False):
         if streams[1]:
             raise BadArchiveError("archive is corrupt (an arithmetic-coded frame with a second stream)")
         self.lockstep = groups(lengths) if sharing and mixing else []
-        histories = [member for group in self.lockstep
-                     for member in SharedHistory([lengths[chunk] for chunk in group]).members] or None
+        shared = [SharedHistory([lengths[chunk] for chunk in group], recalling) for group in self.lockstep]
+        # chunk -> (its group's history, its index there), for the model's states
+        self._in_group = {chunk: (history, index) for group, history in zip(self.lockstep, shared)
+                          for index, chunk in enumerate(group)}
+        histories = [member for history in shared for member in history.members] or None
         _Chunks.__init__(self, lengths, width, id_space, mixing, bias, histories)
         self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], len(lengths))]
+
+    def features(self, rows: np.ndarray, position: int, hidden: torch.Tensor) -> None:
+        if not self._in_group or self._in_group[int(rows[0])][0].memory is None:
+            return
+        keys, norms = recall.keys_of(hidden.float().numpy())
+        shown: dict[int, tuple[SharedHistory, list[int], list[int]]] = {}  # per group: indices there, rows
+        for row, chunk in enumerate(rows.tolist()):
+            history, index = self._in_group[chunk]
+            entry = shown.setdefault(id(history), (history, [], []))
+            entry[1].append(index)
+            entry[2].append(row)
+        for history, indices, at in shown.values():
+            history.query(indices, keys[at], norms[at])
 
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:
         chunks = rows.tolist()

@@ -33,6 +33,10 @@ class FrameEncoder(ABC):
         """Logits [R, T, V] before the tokens [R, T] at positions start..start+T-1 of the chunks
         numbered ``rows``, whose lengths are ``lengths`` [R] (later positions are padding)."""
 
+    def features(self, rows: Sequence[int], start: int, hidden: torch.Tensor) -> None:
+        """The model's state before those tokens, [R, T, hidden] (the head's input), shown just
+        before :meth:`observe` by engines that give it; most coders need only the logits."""
+
     @abstractmethod
     def streams(self) -> list[bytes]:
         """The frame's two streams, once every position of every chunk was observed."""
@@ -47,6 +51,10 @@ class FrameDecoder(ABC):
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:
         """The token at ``position`` of each chunk in ``rows`` [R] (each is that long), given the
         model's logits [R, V] before it."""
+
+    def features(self, rows: np.ndarray, position: int, hidden: torch.Tensor) -> None:
+        """The model's state [R, hidden] before ``position`` of ``rows``, shown just before
+        :meth:`next_tokens` by engines that give it (the same ones as when packing)."""
 
     def finish(self) -> None:
         """Called once every token was read: complain about anything left over."""

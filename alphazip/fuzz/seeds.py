@@ -33,7 +33,7 @@ ORIGINALS = (TEXT, SHORT_TEXT, BINARY, b"", TEXT + BINARY + TEXT)  # what each s
 # Token coders that code with the model's probabilities (rank-ac: an arithmetic coder over the
 # ranks). Their archives are seeds of the blind mutations (``Seeds.all``); the lies, which build
 # payloads of their own (bombs, honest zeros), keep to the byte back-ends.
-PROBABILITY_CODERS = ("ac", "ac-2", "ac-1", "ac-plain", "rank-ac")
+PROBABILITY_CODERS = ("ac", "ac-3", "ac-2", "ac-1", "ac-plain", "rank-ac")
 # Inference paths besides the default exact one, each packed once: lockstep honours the header's
 # batch and threads, which the exact engine ignores.
 OTHER_ENGINES = ("transformers-static-step", "alphazip-llama-2")

@@ -185,8 +185,11 @@ class ExactEngine:
                           per_layer((batch, c.kv_heads, length), torch.float32))
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache) -> torch.Tensor:
-        """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1."""
+    def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache, features: list | None = None
+                ) -> torch.Tensor:
+        """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1;
+        the head's input [batch, T, hidden] (float32, as exact as the logits) is appended to
+        ``features`` if given."""
         c = self.config
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
         if self.embed_scale:
@@ -201,7 +204,10 @@ class ExactEngine:
             x = x + (_rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
             out = layer.down(self._gate(layer.gate_up(_rms_norm(x, layer.norm2, c.eps))))
             x = x + (_rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
-        logits = self.head(_rms_norm(x, self.final_norm, c.eps))
+        normed = _rms_norm(x, self.final_norm, c.eps)
+        if features is not None:
+            features.append(normed)
+        logits = self.head(normed)
         if c.softcap:
             logits = xm.tanh(logits / c.softcap) * c.softcap
         return logits

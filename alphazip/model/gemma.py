@@ -59,8 +59,10 @@ class Gemma3Engine(LlamaEngine):
         return rms_norm(q, w["q_norm"], self.eps), rms_norm(k, w["k_norm"], self.eps)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
-        """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1."""
+    def forward(self, tokens: torch.Tensor, start: int, cache: KVCache, features: list | None = None
+                ) -> torch.Tensor:
+        """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1;
+        the head's input [batch, T, hidden] (float32) is appended to ``features`` if given."""
         count = tokens.shape[1]
         x = self.embed[tokens] * self.embed_scale  # [B, T, hidden], float32 residual stream
         ropes = {kind: self._rope(start, count, inv_freq) for kind, inv_freq in self.inv_freqs.items()}
@@ -73,6 +75,8 @@ class Gemma3Engine(LlamaEngine):
             hidden = F.gelu(linear(h, w["gate"]).float(), approximate="tanh") * linear(h, w["up"]).float()
             x = x + rms_norm(linear(hidden.to(self.dtype), w["down"]).float(), w["post_mlp"], self.eps)
         x = rms_norm(x, self.final_norm, self.eps).to(self.dtype)
+        if features is not None:
+            features.append(x.float())
         logits = linear(x, self.head_t).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap

@@ -1,0 +1,143 @@
+"""Recall: the tokens that followed states of the model like the present one, in a sharing group.
+
+A 135M model with a 1,024-token window forgets what it read in other chunks, yet its state before
+a token (the head's input) still says "this is like that": the tokens that followed the most
+similar earlier states of the group predict the next one (a continuous cache, Grave et al. 2017;
+kNN-LM over the text itself). ``sharing`` steps a group in lockstep, so at position t every
+state of the group's chunks before t, and the token that followed it, is known to both sides.
+
+Exact by construction. A key is a state quantized to int8 (one division, products and roundings,
+each exactly rounded), projected by a fixed +-1 matrix and quantized to int8 again; keys are held
+as float32, and every sum of their products is an integer below 2**24 (128 x 127**2 at most), so
+a BLAS gets it exactly whatever its blocking or instruction set. Cosines are float64 operations
+on exact integers (a product, a square root, a division, each exactly rounded); weights come from
+an integer table. Settings that change the bitstream: everything in this module.
+"""
+
+import functools
+
+import numpy as np
+import torch
+
+KEY_DIMS = 128  # a key's dimensions: nearly the cosines of the whole state, at a fraction of the cost
+LEVELS = 1024  # cosine steps: level l covers [l / 1024, (l + 1) / 1024)
+FLOOR = 819  # cosine 0.8: less similar states are not counted
+NEAREST = 16  # states counted per query at most: the most similar (ties: the most recent)
+CANDIDATES = 16  # tokens a prediction names at most, the heaviest: bounded cost for the mixer
+BUCKETS = 14  # the mixer's context classes: the best level counted, in steps of 15 from FLOOR
+RATIO = 63024  # round(2**16 e^(-40 / 1024)): a state's weight falls by e^-40 from cosine 1 to 0
+
+
+def _weights() -> np.ndarray:
+    # 2**16 e^(-40 (1024 - l) / 1024) by integer steps from level 1024 down, the same on every machine.
+    table = [1 << 16]
+    for _ in range(LEVELS - FLOOR):
+        table.append(table[-1] * RATIO >> 16)
+    return np.array([0] * FLOOR + table[::-1], np.int64)
+
+
+WEIGHTS = _weights()  # by level, 0-LEVELS
+assert WEIGHTS[FLOOR] > 0  # every state counted weighs: a prediction's weights never sum to 0
+
+
+@functools.cache
+def projection(width: int) -> np.ndarray:
+    """The fixed [width, KEY_DIMS] matrix of +-1 (float32) keys are projected by: the top bits of
+    splitmix64 over the entries' indices, so that it is the same on every machine (and its
+    columns as good as independent: a plain multiplicative hash made them all but equal)."""
+    z = (np.arange(width * KEY_DIMS, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # arithmetic modulo 2**64
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.where(z >> np.uint64(63) == 1, 1.0, -1.0).astype(np.float32).reshape(width, KEY_DIMS)
+
+
+def _int8_rows(values: np.ndarray) -> np.ndarray:
+    """Each row scaled so its largest magnitude is 127 and rounded (half to even): float32 integers."""
+    largest = np.abs(values).max(axis=1, keepdims=True)
+    scale = np.float32(127) / np.where(largest > 0, largest, np.float32(1))
+    return np.rint(values * scale)
+
+
+def keys_of(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keys [N, KEY_DIMS] (float32 integers in [-127, 127]) and their squared norms [N] (float64)
+    of the model's states [N, hidden] (float32)."""
+    states = np.nan_to_num(np.ascontiguousarray(states, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if states.shape[1] * 127 >= 1 << 24:
+        raise ValueError("states too wide for exact keys")  # no model we run comes near
+    projected = _exact_product(_int8_rows(states), projection(states.shape[1]))
+    keys = _int8_rows(projected)
+    return keys, (keys.astype(np.float64) ** 2).sum(axis=1)
+
+
+def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for float32 integers whose every partial sum stays below 2**24: exact in any order.
+    Through torch, whose threads the model's kernels use: a second pool (numpy's BLAS) spinning
+    beside them made each step of the model three times slower."""
+    return torch.from_numpy(a).matmul(torch.from_numpy(b)).numpy()
+
+
+class Memory:
+    """A group's states so far (keys and the roots of their squared norms) and the token that
+    followed each."""
+
+    def __init__(self, capacity: int):
+        self.keys = np.zeros((capacity, KEY_DIMS), np.float32)
+        self.roots = np.zeros(capacity, np.float64)
+        self.tokens = np.zeros(capacity, np.int64)
+        self.size = 0
+
+    def add(self, keys: np.ndarray, norms: np.ndarray, tokens: list[int]) -> None:
+        end = self.size + len(tokens)
+        self.keys[self.size:end], self.roots[self.size:end], self.tokens[self.size:end] = keys, np.sqrt(norms), tokens
+        self.size = end
+
+    def predict(self, keys: np.ndarray, norms: np.ndarray) -> list[tuple[int, dict[int, int], int] | None]:
+        """Per query (a key and its squared norm): (bucket, {token: weight}, sum of weights) over its
+        NEAREST most similar states of cosine FLOOR / LEVELS or more (cosine: dots / (root x root)
+        in float64, floored to a level); None where there are none."""
+        found: list[tuple[int, dict[int, int], int] | None] = [None] * len(keys)
+        rows, states, levels = self._nearest(np.ascontiguousarray(keys, np.float32), np.sqrt(norms))
+        if not len(rows):
+            return found
+        # (row, token) pairs, their weights summed (integers, far below 2**53: exact in any order)
+        pairs, where = np.unique(rows * (1 << 32) + self.tokens[states], return_inverse=True)
+        weights = np.bincount(where, WEIGHTS[levels].astype(np.float64)).astype(np.int64)
+        pair_rows, tokens = pairs >> 32, pairs & 0xFFFFFFFF
+        order = np.lexsort((tokens, -weights, pair_rows))  # per row the heaviest first, ties: the lower id
+        firsts = np.flatnonzero(np.diff(pair_rows[order], prepend=-1))
+        totals = np.add.reduceat(weights[order], firsts)
+        best = np.maximum.reduceat(levels, np.flatnonzero(np.diff(rows, prepend=-1)))
+        ends = np.append(firsts[1:], len(order))
+        for index, (first, end) in enumerate(zip(firsts.tolist(), ends.tolist())):
+            chosen = order[first:min(end, first + CANDIDATES)]
+            found[int(pair_rows[order[first]])] = (min((int(best[index]) - FLOOR) // 15, BUCKETS - 1),
+                                                   dict(zip(tokens[chosen].tolist(), weights[chosen].tolist())),
+                                                   int(totals[index]))
+        return found
+
+    def _nearest(self, keys: np.ndarray, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query row, state, level) of each query's NEAREST states at FLOOR or above, by row."""
+        none = np.zeros(0, np.int64)
+        if self.size == 0:
+            return none, none, none
+        dots = torch.from_numpy(keys).matmul(torch.from_numpy(self.keys[:self.size]).T)  # integers: exact
+        # Float32 cosines, off by less than 1e-6, pick the states worth the exact test: any state
+        # among the exact NEAREST is within a level (plus that error) of the NEAREST-th rough one.
+        rough = dots / (torch.from_numpy(np.maximum(roots, 1).astype(np.float32))[:, None]  # a zero key: 0
+                        * torch.from_numpy(np.maximum(self.roots[:self.size], 1).astype(np.float32))[None, :])
+        kth = rough.topk(min(NEAREST, self.size), dim=1).values[:, -1:]
+        bound = torch.clamp(kth - 1 / LEVELS, min=FLOOR / LEVELS) - 1e-5
+        rows, states = (t.numpy() for t in torch.nonzero(rough >= bound, as_tuple=True))
+        scale = roots[rows] * self.roots[states]
+        cosines = np.divide(dots.numpy()[rows, states].astype(np.float64), scale, out=np.zeros(len(rows)),
+                            where=scale > 0)
+        levels = np.minimum(np.floor(cosines * LEVELS), LEVELS).astype(np.int64)
+        keep = levels >= FLOOR
+        rows, states, levels = rows[keep], states[keep], levels[keep]
+        order = np.lexsort((-states, -levels, rows))  # per row the most similar first, ties: the most recent
+        rows, states, levels = rows[order], states[order], levels[order]
+        rank = np.arange(len(rows)) - np.flatnonzero(np.diff(rows, prepend=-1)).repeat(
+            np.diff(np.append(np.flatnonzero(np.diff(rows, prepend=-1)), len(rows))))
+        keep = rank < NEAREST
+        return rows[keep], states[keep], levels[keep]

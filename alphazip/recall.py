@@ -25,14 +25,16 @@ FLOOR = 819  # cosine 0.8: less similar states are not counted
 NEAREST = 16  # states counted per query at most: the most similar (ties: the most recent)
 CANDIDATES = 16  # tokens a prediction names at most, the heaviest: bounded cost for the mixer
 BUCKETS = 14  # the mixer's context classes: the best level counted, in steps of 15 from FLOOR
-RATIO = 63024  # round(2**16 e^(-40 / 1024)): a state's weight falls by e^-40 from cosine 1 to 0
+RATIO = 4130429683  # round(2**32 e^(-40 / 1024)): a state's weight falls by e^-40 from cosine 1 to 0
 
 
 def _weights() -> np.ndarray:
-    # 2**16 e^(-40 (1024 - l) / 1024) by integer steps from level 1024 down, the same on every machine.
-    table = [1 << 16]
-    for _ in range(LEVELS - FLOOR):
-        table.append(table[-1] * RATIO >> 16)
+    # 2**16 e^(-40 (1024 - l) / 1024) by integer steps from level 1024 down (40 more bits kept
+    # while stepping, then rounded), the same on every machine.
+    exact, table = 1 << 56, []
+    for _ in range(LEVELS + 1 - FLOOR):
+        table.append((exact + (1 << 39)) >> 40)
+        exact = exact * RATIO >> 32
     return np.array([0] * FLOOR + table[::-1], np.int64)
 
 
@@ -53,10 +55,11 @@ def projection(width: int) -> np.ndarray:
 
 
 def _int8_rows(values: np.ndarray) -> np.ndarray:
-    """Each row scaled so its largest magnitude is 127 and rounded (half to even): float32 integers."""
+    """Each row scaled so its largest magnitude is 127 and rounded (half to even), in float64 (no
+    float32 value's scale overflows there): float32 integers."""
+    values = values.astype(np.float64)
     largest = np.abs(values).max(axis=1, keepdims=True)
-    scale = np.float32(127) / np.where(largest > 0, largest, np.float32(1))
-    return np.rint(values * scale)
+    return np.rint(values * (127.0 / np.where(largest > 0, largest, 1.0))).astype(np.float32)
 
 
 def keys_of(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +80,11 @@ def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.from_numpy(a).matmul(torch.from_numpy(b)).numpy()
 
 
+def _units(keys: np.ndarray, roots: np.ndarray) -> torch.Tensor:
+    """Keys scaled to length about 1 (a zero key stays 0), float32: for rough cosines only."""
+    return torch.from_numpy(keys / np.maximum(roots, 1)[:, None].astype(np.float32))
+
+
 class Memory:
     """A group's states so far (keys and the roots of their squared norms) and the token that
     followed each."""
@@ -84,12 +92,14 @@ class Memory:
     def __init__(self, capacity: int):
         self.keys = np.zeros((capacity, KEY_DIMS), np.float32)
         self.roots = np.zeros(capacity, np.float64)
+        self.units = torch.zeros((capacity, KEY_DIMS))  # keys / roots in float32: rough cosines
         self.tokens = np.zeros(capacity, np.int64)
         self.size = 0
 
     def add(self, keys: np.ndarray, norms: np.ndarray, tokens: list[int]) -> None:
         end = self.size + len(tokens)
         self.keys[self.size:end], self.roots[self.size:end], self.tokens[self.size:end] = keys, np.sqrt(norms), tokens
+        self.units[self.size:end] = _units(keys, self.roots[self.size:end])
         self.size = end
 
     def predict(self, keys: np.ndarray, norms: np.ndarray) -> list[tuple[int, dict[int, int], int] | None]:
@@ -121,17 +131,16 @@ class Memory:
         none = np.zeros(0, np.int64)
         if self.size == 0:
             return none, none, none
-        dots = torch.from_numpy(keys).matmul(torch.from_numpy(self.keys[:self.size]).T)  # integers: exact
-        # Float32 cosines, off by less than 1e-6, pick the states worth the exact test: any state
-        # among the exact NEAREST is within a level (plus that error) of the NEAREST-th rough one.
-        rough = dots / (torch.from_numpy(np.maximum(roots, 1).astype(np.float32))[:, None]  # a zero key: 0
-                        * torch.from_numpy(np.maximum(self.roots[:self.size], 1).astype(np.float32))[None, :])
+        # Rough float32 cosines, off by less than 1e-4, pick the states worth the exact test: any
+        # state among the exact NEAREST is within a level (plus that error) of the NEAREST-th rough one.
+        rough = _units(keys, roots).matmul(self.units[:self.size].T)
         kth = rough.topk(min(NEAREST, self.size), dim=1).values[:, -1:]
-        bound = torch.clamp(kth - 1 / LEVELS, min=FLOOR / LEVELS) - 1e-5
+        bound = torch.clamp(kth - 1 / LEVELS, min=FLOOR / LEVELS) - 1e-4
         rows, states = (t.numpy() for t in torch.nonzero(rough >= bound, as_tuple=True))
+        # each dot product a sum of integers below 2**24: exact in float32 in any order
+        dots = (keys[rows] * self.keys[states]).sum(axis=1).astype(np.float64)
         scale = roots[rows] * self.roots[states]
-        cosines = np.divide(dots.numpy()[rows, states].astype(np.float64), scale, out=np.zeros(len(rows)),
-                            where=scale > 0)
+        cosines = np.divide(dots, scale, out=np.zeros(len(rows)), where=scale > 0)
         levels = np.minimum(np.floor(cosines * LEVELS), LEVELS).astype(np.int64)
         keep = levels >= FLOOR
         rows, states, levels = rows[keep], states[keep], levels[keep]

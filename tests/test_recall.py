@@ -17,13 +17,13 @@ def reference_keys(states: np.ndarray) -> np.ndarray:
     """keys_of's keys by int64 arithmetic (the quantization's roundings as numpy does them)."""
     def int8(values):
         largest = np.abs(values).max(axis=1, keepdims=True)
-        return np.rint(values * (np.float32(127) / np.where(largest > 0, largest, np.float32(1))))
-    quantized = int8(states.astype(np.float32)).astype(np.int64)
+        return np.rint(values * (127.0 / np.where(largest > 0, largest, 1.0))).astype(np.int64)
+    quantized = int8(states.astype(np.float32).astype(np.float64))
     projected = quantized @ recall.projection(states.shape[1]).astype(np.int64)
-    return int8(projected.astype(np.float32)).astype(np.int64)
+    return int8(projected.astype(np.float64))
 
 
-finite = st.floats(-1e4, 1e4, width=32, allow_subnormal=False)
+finite = st.floats(width=32, allow_nan=False, allow_infinity=False)  # tiny and huge rows too: no scale may overflow
 
 
 @settings(max_examples=40, deadline=None)
@@ -172,3 +172,10 @@ def test_the_engine_gives_the_same_states_stepping_as_packing(tiny, rows):
         single.step(tokens[:, t])
         stepped_states.append(single.features[:, 0])
     assert torch.equal(packed, torch.stack(stepped_states, 1))
+
+
+def test_weights_fall_as_e_to_the_minus_40_from_cosine_1():
+    levels = np.arange(recall.FLOOR, recall.LEVELS + 1)
+    ideal = 2.0 ** 16 * np.exp(-40 * (recall.LEVELS - levels) / recall.LEVELS)
+    assert recall.WEIGHTS[recall.LEVELS] == 1 << 16 and (recall.WEIGHTS[:recall.FLOOR] == 0).all()
+    assert np.allclose(recall.WEIGHTS[levels], ideal, rtol=0.01, atol=2)

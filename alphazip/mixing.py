@@ -178,8 +178,8 @@ PRIOR_NGRAM = [
 ]
 
 # Recall's weight by the best cosine counted (recall.BUCKETS steps from 0.8), the same for the
-# model's top token and the others: 1/32 of the model's at 0.8 rising to 1/6 at 1, about the fixed
-# share that did best offline (docs/results.md); each chunk's coding learns the rest.
+# model's top token and the others: 1/32 of the model's at 0.8 rising to 1/6 at 1, a first guess
+# (not fitted yet) that each chunk's coding corrects as it learns.
 PRIOR_RECALL = [[110 + 3 * bucket] * 2 for bucket in range(14)]
 
 

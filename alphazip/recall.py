@@ -25,6 +25,9 @@ FLOOR = 819  # cosine 0.8: less similar states are not counted
 NEAREST = 16  # states counted per query at most: the most similar (ties: the most recent)
 CANDIDATES = 16  # tokens a prediction names at most, the heaviest: bounded cost for the mixer
 BUCKETS = 14  # the mixer's context classes: the best level counted, in steps of 15 from FLOOR
+# What a chunk's decoding keeps per position: its state in the group's memory (key, unit key,
+# root, token) and its share of a step's rough cosines (a row against up to 64 chunks' states).
+BYTES_PER_POSITION = 2 * 4 * KEY_DIMS + 16 + 4 * 64
 RATIO = 4130429683  # round(2**32 e^(-40 / 1024)): a state's weight falls by e^-40 from cosine 1 to 0
 
 

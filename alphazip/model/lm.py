@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import recall
 from ..errors import ModelNotFoundError
 from ..tokenize import ByteTokenizer
 from . import engine_cache, exact, gemma, resolved
@@ -117,8 +118,9 @@ class LanguageModel:
 
     def decoding_memory(self, engine: str, length: int) -> int:
         """Bytes that decoding one chunk of ``length`` tokens allocates (a batch: that many times
-        as much): its KV cache, and one step's logits and activations with their temporaries
-        (the ``ac`` coder's bias over the vocabulary and the biased logits among them)."""
+        as much): its KV cache, one step's logits and activations with their temporaries (the
+        ``ac`` coder's bias over the vocabulary and the biased logits among them) and its states
+        in ``ac``'s recall."""
         config = self.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_key = 2 * head_dim  # a key and a value
@@ -126,7 +128,7 @@ class LanguageModel:
         per_key = per_key + 8 if self.exact(engine) else per_key * DTYPES[self.dtype].itemsize
         cache = config.num_hidden_layers * config.num_key_value_heads * per_key * -(-length // 64) * 64
         step = 10 * 4 * (config.vocab_size + config.intermediate_size + config.hidden_size)
-        return cache + step
+        return cache + step + length * recall.BYTES_PER_POSITION
 
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""

@@ -42,7 +42,8 @@ class SharedHistory:
 
     def __init__(self, lengths: Sequence[int], recalling: bool = False):
         self.lengths = list(lengths)
-        self.memory = recall.Memory(sum(self.lengths)) if recalling else None
+        self.recalling = recalling
+        self.memory: recall.Memory | None = None  # allocated at the first query, freed at the last step
         self._queries: dict[int, tuple[np.ndarray, float]] = {}  # chunk -> its key and norm at ``step``
         self.recalled: dict[int, tuple] = {}  # chunk -> what the memory predicts at ``step``
         self.tokens: list[list[int]] = [[] for _ in self.lengths]
@@ -75,8 +76,10 @@ class SharedHistory:
     def query(self, chunks: Sequence[int], keys: np.ndarray, norms: np.ndarray) -> None:
         """The keys of the model's states before the current step's tokens of ``chunks``: what the
         memory predicts for them (the states of the steps before) is then in ``recalled``."""
-        if self.memory is None:
+        if not self.recalling:
             return
+        if self.memory is None:
+            self.memory = recall.Memory(sum(self.lengths))
         for chunk, key, norm, found in zip(chunks, keys, norms, self.memory.predict(keys, norms)):
             self._queries[chunk] = (key, norm)
             if found is not None:
@@ -85,7 +88,9 @@ class SharedHistory:
     def _remember(self, live: list[int]) -> None:
         # Each state queried at this step, with the token that followed it, in chunk order.
         shown = [chunk for chunk in live if chunk in self._queries]
-        if shown:
+        if self.step + 1 == max(self.lengths):  # the group's last step: nothing will ask again
+            self.memory = None
+        elif shown:
             self.memory.add(np.stack([self._queries[chunk][0] for chunk in shown]),
                             np.array([self._queries[chunk][1] for chunk in shown]),
                             [self.tokens[chunk][-1] for chunk in shown])

@@ -207,7 +207,7 @@ class ArithmeticDecoder(FrameDecoder, _Chunks):
         self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], len(lengths))]
 
     def features(self, rows: np.ndarray, position: int, hidden: torch.Tensor) -> None:
-        if not self._in_group or self._in_group[int(rows[0])][0].memory is None:
+        if not self._in_group or not self._in_group[int(rows[0])][0].recalling:
             return
         keys, norms = recall.keys_of(hidden.float().numpy())
         shown: dict[int, tuple[SharedHistory, list[int], list[int]]] = {}  # per group: indices there, rows

@@ -24,7 +24,8 @@ LEVELS = 1024  # cosine steps: level l covers [l / 1024, (l + 1) / 1024)
 FLOOR = 819  # cosine 0.8: less similar states are not counted
 NEAREST = 16  # states counted per query at most: the most similar (ties: the most recent)
 CANDIDATES = 16  # tokens a prediction names at most, the heaviest: bounded cost for the mixer
-BUCKETS = 14  # the mixer's context classes: the best level counted, in steps of 15 from FLOOR
+BUCKET_LEVELS = 15  # the mixer's context classes: the best level counted, in steps of 15 from FLOOR
+BUCKETS = 14
 # What a chunk's decoding keeps per position: its state in the group's memory (key, unit key,
 # root, token) and its share of a step's rough cosines (a row against up to 64 chunks' states).
 BYTES_PER_POSITION = 2 * 4 * KEY_DIMS + 16 + 4 * 64
@@ -120,17 +121,18 @@ class Memory:
         order = np.lexsort((tokens, -weights, pair_rows))  # per row the heaviest first, ties: the lower id
         firsts = np.flatnonzero(np.diff(pair_rows[order], prepend=-1))
         totals = np.add.reduceat(weights[order], firsts)
-        best = np.maximum.reduceat(levels, np.flatnonzero(np.diff(rows, prepend=-1)))
+        best = levels[_row_starts(rows)]  # each row's states come most similar first
         ends = np.append(firsts[1:], len(order))
         for index, (first, end) in enumerate(zip(firsts.tolist(), ends.tolist())):
             chosen = order[first:min(end, first + CANDIDATES)]
-            found[int(pair_rows[order[first]])] = (min((int(best[index]) - FLOOR) // 15, BUCKETS - 1),
+            found[int(pair_rows[order[first]])] = (min((int(best[index]) - FLOOR) // BUCKET_LEVELS, BUCKETS - 1),
                                                    dict(zip(tokens[chosen].tolist(), weights[chosen].tolist())),
                                                    int(totals[index]))
         return found
 
     def _nearest(self, keys: np.ndarray, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query row, state, level) of each query's NEAREST states at FLOOR or above, by row."""
+        """(query row, state, level) of each query's NEAREST states at FLOOR or above, by row and
+        within a row the most similar first."""
         none = np.zeros(0, np.int64)
         if self.size == 0:
             return none, none, none
@@ -149,7 +151,12 @@ class Memory:
         rows, states, levels = rows[keep], states[keep], levels[keep]
         order = np.lexsort((-states, -levels, rows))  # per row the most similar first, ties: the most recent
         rows, states, levels = rows[order], states[order], levels[order]
-        rank = np.arange(len(rows)) - np.flatnonzero(np.diff(rows, prepend=-1)).repeat(
-            np.diff(np.append(np.flatnonzero(np.diff(rows, prepend=-1)), len(rows))))
+        starts = _row_starts(rows)
+        rank = np.arange(len(rows)) - starts.repeat(np.diff(np.append(starts, len(rows))))  # within its row
         keep = rank < NEAREST
         return rows[keep], states[keep], levels[keep]
+
+
+def _row_starts(rows: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of sorted ``rows`` begins."""
+    return np.flatnonzero(np.diff(rows, prepend=-1))

@@ -82,7 +82,7 @@ def reference_predict(memory_keys, tokens, keys) -> list:
         for level, _, token in near:
             weights[token] = weights.get(token, 0) + int(recall.WEIGHTS[level])
         heaviest = sorted(weights, key=lambda token: (-weights[token], token))[:recall.CANDIDATES]
-        bucket = min((near[0][0] - recall.FLOOR) // 15, recall.BUCKETS - 1)
+        bucket = min((near[0][0] - recall.FLOOR) // recall.BUCKET_LEVELS, recall.BUCKETS - 1)
         found.append((bucket, {token: weights[token] for token in heaviest}, sum(weights.values())))
     return found
 

@@ -234,17 +234,21 @@ class ChunkMixer:
             self._plan = []
             for expert, bucket, counts, seen in self.history.experts():
                 cell = self._theta[expert][bucket]
-                for is_top in (0, 1):
-                    index = min(max(cell[is_top] + self._shared[expert], 0), _TOP)
-                    weight = _WEIGHTS[index >> FRAC]
-                    adds = {t: weight * c // seen for t, c in counts.items()
-                            if t < self.width and (t == top) == is_top}
-                    if adds:
-                        self._plan.append((expert, cell, is_top, adds, sum(adds.values())))
+                rest = [(t, c) for t, c in counts.items() if t < self.width and t != top]
+                if rest:
+                    weight = self._weight(cell[0], expert)
+                    adds = {t: weight * c // seen for t, c in rest}
+                    self._plan.append((expert, cell, 0, adds, sum(adds.values())))
+                if top is not None and top < self.width and top in counts:
+                    add = self._weight(cell[1], expert) * counts[top] // seen
+                    self._plan.append((expert, cell, 1, {top: add}, add))
         return self._plan
 
-    def predictions(self, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse additions for the next token: unique ids (< width) and their integer weights.
+    def _weight(self, index: int, expert: int) -> int:
+        return _WEIGHTS[min(max(index + self._shared[expert], 0), _TOP) >> FRAC]
+
+    def additions(self, top: int | None = None) -> dict[int, int]:
+        """The experts' integer additions for the next token, by token id (< width).
 
         ``top``: the id the model's frequencies rank first (None: not known, taken as none of
         the candidates). The first call at a position fixes it until ``update``.
@@ -253,6 +257,11 @@ class ChunkMixer:
         for *_, adds, _ in self._planned(top):
             for token, add in adds.items():
                 total[token] = total.get(token, 0) + add
+        return total
+
+    def predictions(self, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``additions`` as arrays: unique ids and their weights."""
+        total = self.additions(top)
         return np.fromiter(total.keys(), np.int64, len(total)), \
             np.fromiter(total.values(), np.int64, len(total))
 

@@ -99,8 +99,8 @@ class _Chunks:
         units where the model's table sums to 2^FREQ_BITS, ours sums to ``total``."""
         if self.mixers is None:
             return []
-        ids, weights = self.mixers[chunk].predictions(top)
-        extras = sorted((int(token), int(weight) * total >> FREQ_BITS) for token, weight in zip(ids, weights))
+        extras = sorted((token, weight * total >> FREQ_BITS)
+                        for token, weight in self.mixers[chunk].additions(top).items())
         return [(token, extra) for token, extra in extras if extra > 0]
 
     def learn(self, chunk: int, token: int, model_freq: int | None, total: int) -> None:

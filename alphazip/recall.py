@@ -23,6 +23,7 @@ KEY_DIMS = 128  # a key's dimensions: nearly the cosines of the whole state, at 
 LEVELS = 1024  # cosine steps: level l covers [l / 1024, (l + 1) / 1024)
 FLOOR = 819  # cosine 0.8: less similar states are not counted
 NEAREST = 16  # states counted per query at most: the most similar (ties: the most recent)
+SHORTLIST = 64  # a query's most similar states by rough cosines, where its exact NEAREST usually lie
 CANDIDATES = 16  # tokens a prediction names at most, the heaviest: bounded cost for the mixer
 BUCKET_LEVELS = 15  # the mixer's context classes: the best level counted, in steps of 15 from FLOOR
 BUCKETS = 14
@@ -139,9 +140,10 @@ class Memory:
         # Rough float32 cosines, off by less than 1e-4, pick the states worth the exact test: any
         # state among the exact NEAREST is within a level (plus that error) of the NEAREST-th rough one.
         rough = _units(keys, roots).matmul(self.units[:self.size].T)
-        kth = rough.topk(min(NEAREST, self.size), dim=1).values[:, -1:]
+        values, columns = rough.topk(min(SHORTLIST, self.size), dim=1)  # most similar first
+        kth = values[:, min(NEAREST, self.size) - 1:min(NEAREST, self.size)]
         bound = torch.clamp(kth - 1 / LEVELS, min=FLOOR / LEVELS) - 1e-4
-        rows, states = (t.numpy() for t in torch.nonzero(rough >= bound, as_tuple=True))
+        rows, states = _at_or_above(rough, bound, values, columns)
         # each dot product a sum of integers below 2**24: exact in float32 in any order
         dots = (keys[rows] * self.keys[states]).sum(axis=1).astype(np.float64)
         scale = roots[rows] * self.roots[states]
@@ -155,6 +157,25 @@ class Memory:
         rank = np.arange(len(rows)) - starts.repeat(np.diff(np.append(starts, len(rows))))  # within its row
         keep = rank < NEAREST
         return rows[keep], states[keep], levels[keep]
+
+
+def _at_or_above(rough: torch.Tensor, bound: torch.Tensor, values: torch.Tensor, columns: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(row, state) of every entry of ``rough`` [Q, N] at or above its row's ``bound`` [Q, 1], given
+    each row's largest ``values`` and their ``columns``: a row whose last shortlisted value is
+    below its bound has them all in its shortlist; the others (many states alike) are scanned."""
+    inside = values >= bound
+    if values.shape[1] < rough.shape[1]:
+        spilled = torch.nonzero(inside[:, -1])[:, 0]
+    else:  # every state is shortlisted
+        spilled = torch.zeros(0, dtype=torch.int64)
+    inside[spilled] = False
+    rows, at = torch.nonzero(inside, as_tuple=True)
+    states = columns[rows, at]
+    if len(spilled):
+        more_rows, more_states = torch.nonzero(rough[spilled] >= bound[spilled], as_tuple=True)
+        rows, states = torch.cat([rows, spilled[more_rows]]), torch.cat([states, more_states])
+    return rows.numpy(), states.numpy()
 
 
 def _row_starts(rows: np.ndarray) -> np.ndarray:

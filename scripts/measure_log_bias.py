@@ -7,7 +7,7 @@ takes a gradient step on -log p(t): b += rate * (onehot(t) - p). Reported: the i
 with and without the bias, per rate. A coder built on it would keep b in fixed point and update
 it from the integer frequencies, so that it decodes anywhere; this measures whether that pays.
 
-    python scripts/measure_log_bias.py ../shared/corpus/alice29.txt --bytes 40000 --rates 0.1,0.3
+    python scripts/measure_log_bias.py ../shared/corpus/alice29.txt --bytes 40000 --rates 0.1,0.3 [--model gemma3-270m]
 """
 
 import argparse
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=40000, help="the first N bytes of each file")
     parser.add_argument("--rates", default="0.1,0.3")
     parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--model", default="smollm2-135m", help="a built-in model")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from alphazip.bench import cpu_model
@@ -51,9 +52,9 @@ def main() -> None:
     from alphazip.schedule import split_chunks
 
     torch.set_grad_enabled(False)
-    model = MODELS.get("smollm2-135m", "float32")
+    model = MODELS.get(args.model, "float32")
     rates = [0.0] + [float(rate) for rate in args.rates.split(",")]
-    print(f"cpu: {cpu_model()}; context {args.context}; transformers fp32 logits")
+    print(f"cpu: {cpu_model()}; {args.model}; context {args.context}; transformers fp32 logits")
     for path in args.files:
         data = path.read_bytes()[:args.bytes]
         chunks = split_chunks(model.tokenizer.encode(data), args.context)

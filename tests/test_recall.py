@@ -104,6 +104,18 @@ def test_predictions_are_those_of_the_definition(seed, size, queries):
     assert got == reference_predict(memory_keys, tokens, keys)
 
 
+def test_a_query_with_more_alike_states_than_its_shortlist_scans_them_all():
+    rng = np.random.default_rng(5)
+    key = rng.integers(-127, 128, recall.KEY_DIMS)
+    size = 3 * recall.SHORTLIST
+    memory_keys = np.clip(key + (rng.random((size, recall.KEY_DIMS)) < 0.02), -127, 127)  # all alike
+    tokens = rng.integers(0, 40, size)
+    memory = recall.Memory(size)
+    memory.add(memory_keys.astype(np.float32), (memory_keys.astype(np.float64) ** 2).sum(1), tokens.tolist())
+    got = memory.predict(key[None].astype(np.float32), (key[None].astype(np.float64) ** 2).sum(1))
+    assert got == reference_predict(memory_keys, tokens, key[None])
+
+
 def test_there_is_a_prior_per_bucket():
     assert len(PRIOR_RECALL) == recall.BUCKETS
 

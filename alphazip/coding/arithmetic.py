@@ -202,21 +202,22 @@ class ArithmeticDecoder(FrameDecoder, _Chunks):
         # chunk -> (its group's history, its index there), for the model's states
         self._in_group = {chunk: (history, index) for group, history in zip(self.lockstep, shared)
                           for index, chunk in enumerate(group)}
+        self._recalling = recalling and bool(shared)
         histories = [member for history in shared for member in history.members] or None
         _Chunks.__init__(self, lengths, width, id_space, mixing, bias, histories)
         self.decoders = [RangeDecoder(code) for code in _split_codes(streams[0], len(lengths))]
 
     def features(self, rows: np.ndarray, position: int, hidden: torch.Tensor) -> None:
-        if not self._in_group or not self._in_group[int(rows[0])][0].recalling:
+        if not self._recalling:
             return
         keys, norms = recall.keys_of(hidden.float().numpy())
-        shown: dict[int, tuple[SharedHistory, list[int], list[int]]] = {}  # per group: indices there, rows
+        shown: dict[SharedHistory, tuple[list[int], list[int]]] = {}  # per group: indices there, rows
         for row, chunk in enumerate(rows.tolist()):
             history, index = self._in_group[chunk]
-            entry = shown.setdefault(id(history), (history, [], []))
-            entry[1].append(index)
-            entry[2].append(row)
-        for history, indices, at in shown.values():
+            indices, at = shown.setdefault(history, ([], []))
+            indices.append(index)
+            at.append(row)
+        for history, (indices, at) in shown.items():
             history.query(indices, keys[at], norms[at])
 
     def next_tokens(self, rows: np.ndarray, position: int, logits: torch.Tensor) -> np.ndarray:

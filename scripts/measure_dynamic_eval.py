@@ -108,30 +108,30 @@ def adapted_bits(hf, chunks, bos: int, vocab: int, which: str, lr: float, steps:
                  record=None) -> float:
     """Ideal code length in bits of ``chunks``, learning as they are coded: after each chunk in
     file order (``every`` 0), or in lockstep, as unpacking steps them, after each ``every``
-    positions of all chunks at once. ``record``, if given, takes each token's log2 p and the
-    8 most likely ids, as scripts/dump_tokens.py writes them."""
+    positions of all chunks at once; then each chunk keeps its keys and values from the weights
+    they were computed with, as an engine stepping them would. ``record``, if given, takes each
+    token's log2 p and the 8 most likely ids, as scripts/dump_tokens.py writes them."""
+    from transformers import DynamicCache
+
     original = {name: tensor.clone() for name, tensor in hf.state_dict().items()}
     learner = None
     if lr:
         learner = Direct(hf, lr) if which == "direct" else Autograd(hf, learnable(hf, which), lr)
-    rows = []
-    for chunk in chunks:
+    pieces = []  # (chunk, offset, inputs [1, L], targets [L], scored [L], cache) per chunk
+    for index, chunk in enumerate(chunks):
         targets = torch.from_numpy(chunk.astype(np.int64))
         inputs = torch.from_numpy(np.concatenate([[bos], chunk[:-1]]).clip(max=vocab - 1))[None]
-        rows.append((inputs, targets, targets < vocab))  # our raw-byte ids are escaped: the same cost either way
+        # our raw-byte ids are escaped: the same cost either way
+        pieces.append((index, 0, inputs, targets, targets < vocab, DynamicCache() if every else None))
     try:
         if not every:
-            return sum(code_and_learn(hf, [(index, *row)], learner, steps, record) for index, row in enumerate(rows))
+            return sum(code_and_learn(hf, [piece], learner, steps, record) for piece in pieces)
         bits = 0.0
         for start in range(0, max(len(chunk) for chunk in chunks), every):
-            pieces = []
-            for index, (inputs, targets, scored) in enumerate(rows):
-                if len(targets) > start:
-                    window = torch.zeros_like(scored)
-                    window[start:start + every] = True
-                    end = start + every
-                    pieces.append((index, inputs[:, :end], targets[:end], (scored & window)[:end]))
-            bits += code_and_learn(hf, pieces, learner, steps, record)
+            window = slice(start, start + every)
+            bits += code_and_learn(hf, [(index, start, inputs[:, window], targets[window], scored[window], cache)
+                                        for index, _, inputs, targets, scored, cache in pieces
+                                        if len(targets) > start], learner, steps, record)
         return bits
     finally:
         if learner:
@@ -140,21 +140,26 @@ def adapted_bits(hf, chunks, bos: int, vocab: int, which: str, lr: float, steps:
 
 
 def code_and_learn(hf, pieces, learner, steps: int, record=None) -> float:
-    """Bits of the marked positions of ``pieces`` [(chunk, inputs [1, L], targets [L], marked [L])]
-    under the weights as they are; then ``steps`` learning steps on their mean loss."""
-    count = sum(int(marked.sum()) for *_, marked in pieces)
+    """Bits of the scored positions of ``pieces`` (as :func:`adapted_bits` makes them) under the
+    weights as they are; then ``steps`` learning steps on their mean loss."""
+    count = sum(int(scored.sum()) for *_, scored, _ in pieces)
     bits = 0.0
     for step in range(steps if learner else 1):
-        for chunk, inputs, targets, marked in pieces:
+        for chunk, offset, inputs, targets, scored, cache in pieces:
+            if cache is not None and cache.get_seq_length() > offset:  # a further step on the same piece
+                cache.crop(offset - cache.get_seq_length())
             with torch.set_grad_enabled(learner is not None):
-                logits = hf(inputs).logits[0].float()
-                nll = torch.nn.functional.cross_entropy(logits[marked], targets[marked], reduction="sum")
+                logits = hf(inputs, past_key_values=cache, use_cache=cache is not None).logits[0].float()
+                nll = torch.nn.functional.cross_entropy(logits[scored], targets[scored], reduction="sum")
+            if cache is not None:  # the past is data: no gradient flows into earlier positions
+                for layer in cache.layers:
+                    layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
             if step == 0:
                 bits += float(nll.detach()) / math.log(2)
                 if record is not None:
-                    logp = torch.log_softmax(logits.detach()[marked], -1)
-                    where = marked.nonzero()[:, 0].numpy()
-                    record["log2p"][chunk][where] = logp.gather(1, targets[marked, None])[:, 0].numpy() / math.log(2)
+                    logp = torch.log_softmax(logits.detach()[scored], -1)
+                    where = offset + scored.nonzero()[:, 0].numpy()
+                    record["log2p"][chunk][where] = logp.gather(1, targets[scored, None])[:, 0].numpy() / math.log(2)
                     record["top8"][chunk][where] = logp.topk(8, dim=1).indices.numpy()
             if learner:
                 learner.backward(nll / count)

@@ -172,9 +172,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--bytes", type=int, default=40000, help="the first N bytes of each file")
-    parser.add_argument("--params", default="all,last,head,norm")
-    parser.add_argument("--lrs", default="1e-5,3e-5", help="Adam learning rates")
-    parser.add_argument("--steps", type=int, default=1, help="gradient steps on each chunk")
+    parser.add_argument("--params", default="all,direct", help="all, last, lastmlp, head, norm, direct")
+    parser.add_argument("--lrs", default="1e-4,3e-4", help="Adam learning rates")
+    parser.add_argument("--steps", type=int, default=1, help="learning steps on each piece")
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--lockstep", type=int, default=0, metavar="N",
                         help="learn after every N positions of all chunks at once, as unpacking steps them")

@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--lockstep", type=int, default=0, metavar="N",
                         help="learn after every N positions of all chunks at once, as unpacking steps them")
     parser.add_argument("--dump", type=Path, help="write each setting's per-token dump, as scripts/dump_tokens.py "
-                        "does, to DUMP-SETTING.npz for scripts/measure_mixing.py")
+                        "does, to DUMP-FILE-SETTING.npz for scripts/measure_mixing.py")
     parser.add_argument("--model", default="smollm2-135m", help="a built-in model")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))

@@ -37,6 +37,16 @@ class Dumper(FrameEncoder):
         return []
 
 
+def save_dump(path, chunks: list[np.ndarray], log2p: list[np.ndarray], top8: list[np.ndarray]) -> dict:
+    """Write what scripts/measure_mixing.py reads, from per-chunk arrays (chunks numbered in
+    order); returns the arrays written."""
+    arrays = {"ids": np.concatenate(chunks).astype(np.int64), "log2p": np.concatenate(log2p),
+              "chunk": np.concatenate([np.full(len(chunk), index) for index, chunk in enumerate(chunks)]),
+              "top8": np.concatenate(top8)}
+    np.savez(path, **arrays)
+    return arrays
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file")
@@ -47,19 +57,15 @@ def main() -> None:
     packer = Compressor(backend="ac", context=args.context, mode="model")
     model = MODELS.get(packer.settings.model, packer.settings.dtype)
     engine = engine_for(model, "auto")
-    ids, log2p, chunk_of, top8, chunks_before = [], [], [], [], 0
+    all_chunks, log2p, top8 = [], [], []
     for piece in packer.frames_of(data):
         chunks = packer.chunks_of(piece, model)
         dumper = Dumper(chunks)
         encode_chunks(model, chunks, packer.settings.batch, [dumper], None, engine)
-        for index, chunk in enumerate(chunks):
-            ids.append(np.asarray(chunk, np.int64))
-            log2p.append(dumper.log2p[index])
-            top8.append(dumper.top8[index])
-            chunk_of.append(np.full(len(chunk), chunks_before + index))
-        chunks_before += len(chunks)
-    log2p = np.concatenate(log2p)
-    np.savez(args.out, ids=np.concatenate(ids), log2p=log2p, chunk=np.concatenate(chunk_of), top8=np.concatenate(top8))
+        all_chunks += chunks
+        log2p += dumper.log2p
+        top8 += dumper.top8
+    log2p = save_dump(args.out, all_chunks, log2p, top8)["log2p"]
     print(f"{args.out}: {len(log2p)} tokens, the model's ideal {-log2p[log2p > -99].sum() / len(data):.4f} bits/byte")
 
 

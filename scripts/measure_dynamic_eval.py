@@ -186,6 +186,7 @@ def main() -> None:
     from alphazip.bench import cpu_model
     from alphazip.lookup import MODELS
     from alphazip.schedule import split_chunks
+    from dump_tokens import save_dump  # the format scripts/measure_mixing.py reads
 
     model = MODELS.get(args.model, "float32")
     hf = model.hf.eval()
@@ -207,9 +208,7 @@ def main() -> None:
             bits = adapted_bits(hf, chunks, model.bos_id, vocab, which, lr, args.steps, args.lockstep, record)
             if record:
                 out = args.dump.with_name(f"{args.dump.name}-{path.name}-{which}-{lr:g}.npz")
-                np.savez(out, ids=np.concatenate(chunks).astype(np.int64), log2p=np.concatenate(record["log2p"]),
-                         chunk=np.concatenate([np.full(len(c), i) for i, c in enumerate(chunks)]),
-                         top8=np.concatenate(record["top8"]))
+                save_dump(out, chunks, record["log2p"], record["top8"])
             baseline = baseline or bits
             print(f"  {which:>5} lr {lr:g}: ideal {bits / 8:,.0f} B, {bits / len(data):.4f} bits/byte, "
                   f"{100 * (bits / baseline - 1):+.2f} %, {time.perf_counter() - started:.0f} s", flush=True)

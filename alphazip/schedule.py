@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .coding import FrameDecoder, FrameEncoder
-from .model import LanguageModel
+from . import sharing
+from .model import LanguageModel, learning
 from .model.lm import TRANSFORMERS_ENGINE
 from .ranks import ranks_of
 
@@ -105,6 +106,10 @@ def encode_chunks(model: LanguageModel, chunks: list[np.ndarray], batch: int, en
     """Show ``encoders`` the logits before every token of every chunk: in lockstep, or in whole
     segments where ``engine`` allows. One pass of the model serves them all."""
     count = _Counter(sum(map(len, chunks)), progress)
+    if model.learns(engine):
+        for group in learning_groups([len(chunk) for chunk in chunks]):
+            _encode_learning(model, chunks, group, batch, encoders, engine, count)
+        return
     lockstep = [group for encoder in encoders for group in encoder.lockstep]
     for span in lockstep_spans(len(chunks), batch, lockstep):  # the decoder's batches on engines that need them
         for run in batches(span, batch):
@@ -132,13 +137,64 @@ def _encode_group(model: LanguageModel, chunks: list[np.ndarray], rows: list[int
         count.add(int(np.clip(lengths - start, 0, stop - start).sum()))
 
 
+def _encode_learning(model: LanguageModel, chunks: list[np.ndarray], group: range, batch: int,
+                     encoders: list[FrameEncoder], engine: str, count: _Counter) -> None:
+    """One learning group's pass: its chunks in runs of ``batch``, all advanced by the same
+    ``learning.EVERY`` positions before the model learns from them, as the decoder steps them."""
+    learner = model.learner(engine)
+    runs = [_Run(model, chunks, list(run), engine, learner) for run in batches(group, batch)]
+    longest = max(run.tokens.shape[1] for run in runs)
+    for start in range(0, longest, learning.EVERY):
+        for run in runs:
+            for at in range(start, min(start + learning.EVERY, run.tokens.shape[1]), run.stepper.segment):
+                stop = min(at + run.stepper.segment, start + learning.EVERY, run.tokens.shape[1])
+                trace = []
+                logits = run.stepper.advance(run.inputs[:, at:stop], trace)
+                for encoder in encoders:
+                    encoder.features(run.rows, at, run.stepper.features)
+                    encoder.observe(run.rows, at, logits, run.tokens[:, at:stop], run.lengths)
+                targets = torch.from_numpy(run.tokens[:, at:stop])
+                learner.observe(trace, logits, targets, _scored(targets, at, run.lengths, logits.shape[-1]))
+                count.add(int(np.clip(run.lengths - at, 0, stop - at).sum()))
+        if start + learning.EVERY < longest:
+            learner.learn()
+
+
+class _Run:
+    """A run of a learning group's chunks when packing: their tokens, inputs and stepper."""
+
+    def __init__(self, model: LanguageModel, chunks: list[np.ndarray], rows: list[int], engine: str, learner):
+        members = [chunks[i] for i in rows]
+        self.rows = rows
+        self.tokens = _padded(members, fill=model.bos_id)
+        self.inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), self.tokens[:, :-1]],
+                                     axis=1)
+        self.lengths = np.array([len(m) for m in members])
+        self.stepper = model.stepper(len(members), self.tokens.shape[1], engine, learner)
+
+
+def _scored(targets: torch.Tensor, start: int, lengths: np.ndarray, width: int) -> torch.Tensor:
+    """Which of ``targets`` [B, T] (positions start..) learning takes: those inside their chunk
+    and inside the logits (raw-byte ids beyond them are escaped, not predicted)."""
+    positions = torch.arange(start, start + targets.shape[1])
+    return (positions[None, :] < torch.from_numpy(lengths)[:, None]) & (targets < width)
+
+
+def learning_groups(lengths: list[int]) -> list[range]:
+    """The chunks that learn together, each group from the model as it was: the sharing groups,
+    which a decoder forms from the chunk lengths alone."""
+    return sharing.groups(lengths)
+
+
 @torch.inference_mode()
 def decode_chunks(model: LanguageModel, decoder: FrameDecoder, chunk_tokens: list[int], batch: int,
                   progress: Progress | None = None, engine: str = TRANSFORMERS_ENGINE) -> list[np.ndarray]:
     """Token ids of every chunk, read back from ``decoder`` one position of a span at a time."""
     decoded = []
     count = _Counter(sum(chunk_tokens), progress)
-    for span in lockstep_spans(len(chunk_tokens), batch, decoder.lockstep):
+    learns = model.learns(engine)
+    spans = learning_groups(chunk_tokens) if learns else lockstep_spans(len(chunk_tokens), batch, decoder.lockstep)
+    for span in spans:
         decoded += _decode_span(model, decoder, span, chunk_tokens, batch, engine, count)
     decoder.finish()
     return decoded
@@ -175,11 +231,13 @@ def _decode_span(model: LanguageModel, decoder: FrameDecoder, span: range, chunk
     tokens = np.full((len(rows), int(lengths.max(initial=0))), model.bos_id, dtype=np.int64)
     parts = [slice(run.start - span.start, run.stop - span.start) for run in batches(span, batch)]
     ends = [int(lengths[part].max()) for part in parts]  # each part's longest chunk
-    steppers = [model.stepper(part.stop - part.start, end, engine) for part, end in zip(parts, ends)]
+    learner = model.learner(engine)
+    steppers = [model.stepper(part.stop - part.start, end, engine, learner) for part, end in zip(parts, ends)]
     previous = np.full(len(rows), model.bos_id, dtype=np.int64)
     for t in range(tokens.shape[1]):
         stepping = [i for i, end in enumerate(ends) if t < end]
-        logits = torch.cat([steppers[i].step(previous[parts[i]]) for i in stepping])  # [B, V]
+        traces = {i: [] if learner else None for i in stepping}
+        logits = stepped = torch.cat([_step(steppers[i], previous[parts[i]], traces[i]) for i in stepping])  # [B, V]
         states = [getattr(steppers[i], "features", None) for i in stepping]  # engines that give it
         hidden = None if any(state is None for state in states) else torch.cat([state[:, 0] for state in states])
         at = np.concatenate([np.arange(parts[i].start, parts[i].stop) for i in stepping])
@@ -193,7 +251,29 @@ def _decode_span(model: LanguageModel, decoder: FrameDecoder, span: range, chunk
         tokens[live, t] = decoder.next_tokens(rows[live], t, logits)
         previous = tokens[:, t]
         count.add(len(live))
+        if learner:
+            _learn_step(learner, traces, parts, tokens, lengths, t, stepped)
     return [tokens[row, :length] for row, length in enumerate(lengths)]
+
+
+def _step(stepper, previous: np.ndarray, trace: list | None) -> torch.Tensor:
+    """One position's logits [B, V] after ``previous`` [B]; what learning needs goes to ``trace``."""
+    return stepper.step(previous) if trace is None else stepper.advance(previous[:, None], trace)[:, 0]
+
+
+def _learn_step(learner, traces: dict, parts: list[slice], tokens: np.ndarray, lengths: np.ndarray, t: int,
+                logits: torch.Tensor) -> None:
+    """Show ``learner`` position t of the stepped parts (their logits [B, V] side by side, as
+    stepped); learn at the end of each ``learning.EVERY`` positions, as packing did."""
+    width, first = logits.shape[-1], 0
+    for i, trace in traces.items():
+        part = parts[i]
+        count = part.stop - part.start
+        targets = torch.from_numpy(tokens[part, t:t + 1])
+        learner.observe(trace, logits[first:first + count, None], targets, _scored(targets, t, lengths[part], width))
+        first += count
+    if (t + 1) % learning.EVERY == 0 and t + 1 < tokens.shape[1]:
+        learner.learn()
 
 
 def _padded(rows: list[np.ndarray], fill: int) -> np.ndarray:

@@ -41,7 +41,12 @@ def learnable(hf, which: str) -> list[torch.nn.Parameter]:
               # attention's backward pass, the piece an exact version would find hardest
               "lastmlp": list(inner.layers[-1].mlp.parameters()) + [inner.norm.weight],
               "head": [hf.lm_head.weight],
-              "norm": [inner.norm.weight]}[which]
+              "norm": [inner.norm.weight],
+              # every block's o, gate, up and down, learning through the MLPs and the residual
+              # stream only: attention's inputs are cut from the graph (see MlpPath)
+              "mlppath": [linear.weight for layer in inner.layers
+                          for linear in (layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                                         layer.mlp.down_proj)]}[which]
     return list({id(p): p for p in chosen}.values())  # tied weights appear once
 
 
@@ -63,6 +68,21 @@ class Autograd:
 
     def close(self) -> None:
         pass
+
+
+class MlpPath(Autograd):
+    """True gradients with attention's inputs cut from the graph: the gradient reaches each block
+    by the residual stream and the MLPs, never through an attention's softmax, so an exact
+    version needs the backward pass of norms, gates and linear layers alone."""
+
+    def __init__(self, hf, params, lr: float):
+        super().__init__(hf, params, lr)
+        self.hooks = [layer.input_layernorm.register_forward_hook(lambda module, args, out: out.detach())
+                      for layer in hf.model.layers]
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
 
 
 class Direct:
@@ -116,7 +136,8 @@ def adapted_bits(hf, chunks, bos: int, vocab: int, which: str, lr: float, steps:
     original = {name: tensor.clone() for name, tensor in hf.state_dict().items()}
     learner = None
     if lr:
-        learner = Direct(hf, lr) if which == "direct" else Autograd(hf, learnable(hf, which), lr)
+        learner = (Direct(hf, lr) if which == "direct" else MlpPath(hf, learnable(hf, which), lr)
+                   if which == "mlppath" else Autograd(hf, learnable(hf, which), lr))
     pieces = []  # (chunk, offset, inputs [1, L], targets [L], scored [L], cache) per chunk
     for index, chunk in enumerate(chunks):
         targets = torch.from_numpy(chunk.astype(np.int64))
@@ -172,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--bytes", type=int, default=40000, help="the first N bytes of each file")
-    parser.add_argument("--params", default="all,direct", help="all, last, lastmlp, head, norm, direct")
+    parser.add_argument("--params", default="all,direct", help="all, last, lastmlp, head, norm, mlppath, direct")
     parser.add_argument("--lrs", default="1e-4,3e-4", help="Adam learning rates")
     parser.add_argument("--steps", type=int, default=1, help="learning steps on each piece")
     parser.add_argument("--context", type=int, default=1024)

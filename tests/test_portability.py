@@ -14,6 +14,7 @@ from conftest import TINY
 from alphazip import container
 from alphazip.model import native
 from alphazip.model.exact import EXACT_ENGINE_NAME
+from alphazip.model.learning import LEARNING_ENGINE_NAME
 from alphazip.model.isa import FORCE_FLOAT_PRODUCTS, FORCE_KERNEL_PRODUCTS, ISA_SETTINGS
 
 TEXT = (Path(__file__).parent.parent / "data" / "alice-excerpt.txt").read_bytes()[:2500]
@@ -35,18 +36,24 @@ def test_the_compiled_kernels_follow_the_setting(setting, expected):
     assert done.stdout.strip() == expected
 
 
-@pytest.fixture(scope="module", params=["brotli", "ac"])
+ENGINES = {"brotli": EXACT_ENGINE_NAME, "ac": EXACT_ENGINE_NAME, "learning": LEARNING_ENGINE_NAME}
+
+
+@pytest.fixture(scope="module", params=list(ENGINES))
 def archives(request, tmp_path_factory):
     """The excerpt packed with the tiny model as this CPU, and as a plain x86-64 with another batch,
-    by the rank coder and by the arithmetic coder (whose frequencies are computed from the logits)."""
+    by the rank coder, by the arithmetic coder (whose frequencies are computed from the logits),
+    and by the arithmetic coder on a model that learns as it codes (``learning``: its weights
+    change with every 64 positions, so any bit that differed would grow)."""
     folder = tmp_path_factory.mktemp("portability")
     source = folder / "excerpt.txt"
     source.write_bytes(TEXT)
-    packed = {}
+    packed = {"engine": ENGINES[request.param]}
+    backend = "brotli" if request.param == "brotli" else "ac"
     for name, setting, extra in (("native", "native", []), ("default", "default", ["--batch", "5", "-T", "1"])):
         target = folder / f"{name}.az"
         done = alphazip(["pack", str(source), "-o", str(target), "-m", TINY, "--mode", "model", "-q",
-                          "--backend", request.param, *extra], setting)
+                          "--backend", backend, "--engine", packed["engine"], *extra], setting)
         assert done.returncode == 0, done.stderr
         packed[name] = target
     return packed
@@ -54,7 +61,7 @@ def archives(request, tmp_path_factory):
 
 def test_packing_settings_give_the_same_archive(archives):
     native, other = (archives[name].read_bytes() for name in ("native", "default"))
-    assert container.read(native).header.engine == EXACT_ENGINE_NAME
+    assert container.read(native).header.engine == archives["engine"]
     assert container.read(native).header.probe == container.read(other).header.probe
     assert container.read(native).frames == container.read(other).frames
 

@@ -432,6 +432,33 @@ static inline __attribute__((always_inline)) void gate_rows_body(long first, lon
     }
 }
 
+/* Learning's backward pass through the SiLU gate (alphazip/model/learning.py): from the gradient d
+ * at silu(g) * u, the gate's d u s' and the up's d (g s), with s = 1 / (2^(-g log2 e) + 1) and
+ * s' = ((1 - s) g + 1) s. constants: as for the gate. */
+static inline __attribute__((always_inline)) void gate_backward_body(long first, long last, const float *gate,
+        const float *up, const float *gradient, float *gate_out, float *up_out, const float *constants) {
+    const float *coefficients = constants + 3;
+    for (long i = first; i < last; i++) {
+        const float g = gate[i], d = gradient[i];
+        const float s = 1.0f / (exp2_exact((-g) * constants[0], coefficients) + 1.0f);
+        const float slope = ((1.0f - s) * g + 1.0f) * s;
+        gate_out[i] = (d * up[i]) * slope;
+        up_out[i] = d * (g * s);
+    }
+}
+
+#define GATE_BACKWARD_PARAMETERS long first, long last, const float *gate, const float *up, const float *gradient, \
+    float *gate_out, float *up_out, const float *constants
+#define GATE_BACKWARD_ARGUMENTS first, last, gate, up, gradient, gate_out, up_out, constants
+static void gate_backward_baseline(GATE_BACKWARD_PARAMETERS) { gate_backward_body(GATE_BACKWARD_ARGUMENTS); }
+__attribute__((target("avx2"))) static void gate_backward_avx2(GATE_BACKWARD_PARAMETERS) {
+    gate_backward_body(GATE_BACKWARD_ARGUMENTS);
+}
+__attribute__((target("arch=x86-64-v4"))) static void gate_backward_v4(GATE_BACKWARD_PARAMETERS) {
+    gate_backward_body(GATE_BACKWARD_ARGUMENTS);
+}
+static void (*gate_backward_rows)(GATE_BACKWARD_PARAMETERS) = gate_backward_baseline;
+
 #define GATE_PARAMETERS long first, long last, int kind, const float *gate, const float *up, float *out, \
     const float *constants
 #define GATE_ARGUMENTS first, last, kind, gate, up, out, constants
@@ -562,6 +589,7 @@ int alphazip_select_isa(int level) {
     softmax_row = level == 2 ? softmax_v4 : level == 1 ? softmax_avx2 : softmax_baseline;
     tile_lanes = level == 2 ? 16 : level == 1 ? 8 : 4;
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
+    gate_backward_rows = level == 2 ? gate_backward_v4 : level == 1 ? gate_backward_avx2 : gate_backward_baseline;
     split_rows = level == 2 ? split_v4 : level == 1 ? split_avx2 : split_baseline;
     frequencies_rows = level == 2 ? frequencies_v4 : level == 1 ? frequencies_avx2 : frequencies_baseline;
     bias_rows = level == 2 ? bias_v4 : level == 1 ? bias_avx2 : bias_baseline;
@@ -582,12 +610,43 @@ void alphazip_gate_rows(long rows, int width, int kind, const float *gate_up, fl
 
 
 
+/* gate_up [rows, 2 width] (gate, then up, per row), gradient [rows, width] -> out [rows, 2 width]. */
+void alphazip_gate_backward(long rows, int width, const float *gate_up, const float *gradient, float *out,
+                            const float *constants, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * width >= SMALL_WORK / 4)
+    for (long r = 0; r < rows; r++) {
+        const float *row = gate_up + r * 2 * width;
+        float *to = out + r * 2 * width;
+        gate_backward_rows(0, width, row, row + width, gradient + r * width, to, to + width, constants);
+    }
+}
+
 void alphazip_frequencies(long rows, int width, const float *logits, const int64_t *tokens, int64_t *cums,
                           int64_t *freqs, int64_t *totals, float *tops, int64_t *blocks, const float *constants,
                           int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long r = 0; r < rows; r++)
         frequencies_rows(r, r + 1, width, logits, tokens, cums, freqs, totals, tops, blocks, constants);
+}
+
+/* Learning's gradient of the loss at the logits, scaled per column by the head's scales
+ * (alphazip/model/learning.py): (p_j - [j == target]) * scale[j] with p_j = (float)(f_j / total) in
+ * double, f the coder's frequencies above. constants: as for alphazip_frequencies. */
+void alphazip_loss_gradient(long rows, int width, const float *logits, const int64_t *targets, const float *scale,
+                            float *out, const float *constants, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float *row = logits + r * (long)width;
+        float *to = out + r * (long)width;
+        const float top = largest(row, width);
+        int64_t total = 0;
+        for (int j = 0; j < width; j++) total += frequency(row[j], top, constants);
+        const double whole = (double)total;
+        for (int j = 0; j < width; j++) {
+            const float p = (float)((double)frequency(row[j], top, constants) / whole);
+            to[j] = (p - (j == targets[r] ? 1.0f : 0.0f)) * scale[j];
+        }
+    }
 }
 
 /* For each query q: the token of row ``row_of[q]`` whose span [cum, cum + freq) holds targets[q] (width:

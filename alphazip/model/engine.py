@@ -242,11 +242,13 @@ class EngineStepper:
         """Feed one token per sequence ([B]); next-token logits [B, V] as float32."""
         return self.advance(np.asarray(token_ids, dtype=np.int64)[:, None])[:, 0]
 
-    def advance(self, token_ids: np.ndarray) -> torch.Tensor:
-        """Feed ``T`` tokens per sequence ([B, T]); logits after each, [B, T, V] float32."""
+    def advance(self, token_ids: np.ndarray, trace: list | None = None) -> torch.Tensor:
+        """Feed ``T`` tokens per sequence ([B, T]); logits after each, [B, T, V] float32; what
+        learning needs goes to ``trace`` if given (exact engines only)."""
         inputs = torch.from_numpy(self.model_inputs(np.asarray(token_ids, dtype=np.int64)))
         features = []
-        logits = self.engine.forward(inputs, self.position, self.cache, features)
+        more = {} if trace is None else {"trace": trace}
+        logits = self.engine.forward(inputs, self.position, self.cache, features, **more)
         self.features = features[0]
         self.position += inputs.shape[1]
         return logits

@@ -185,16 +185,18 @@ class ExactEngine:
                           per_layer((batch, c.kv_heads, length), torch.float32))
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache, features: list | None = None
-                ) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start: int, cache: ExactCache, features: list | None = None,
+                trace: list | None = None) -> torch.Tensor:
         """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1;
         the head's input [batch, T, hidden] (float32, as exact as the logits) is appended to
-        ``features`` if given."""
+        ``features`` if given; what learning needs (``learning``) to ``trace``: per block its
+        attention's output, the residual stream after it and the MLP's gate and up, then the
+        last residual stream."""
         c = self.config
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
         if self.embed_scale:
             x = x * self.embed_scale
-        one_call = self._layers_in_one_call(tokens.shape[1])
+        one_call = self._layers_in_one_call(tokens.shape[1]) and trace is None
         for index, layer in enumerate(self.layers):
             if one_call:
                 self._layer_in_one_call(x, layer, cache, index, start)
@@ -202,8 +204,13 @@ class ExactEngine:
             attended = self._attention(layer.qkv(_rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
             out = layer.o(attended)
             x = x + (_rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
-            out = layer.down(self._gate(layer.gate_up(_rms_norm(x, layer.norm2, c.eps))))
+            gate_up = layer.gate_up(_rms_norm(x, layer.norm2, c.eps))
+            if trace is not None:
+                trace.append((attended, x, gate_up))
+            out = layer.down(self._gate(gate_up))
             x = x + (_rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
+        if trace is not None:
+            trace.append(x)
         normed = _rms_norm(x, self.final_norm, c.eps)
         if features is not None:
             features.append(normed)

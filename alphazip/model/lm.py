@@ -20,6 +20,7 @@ from . import engine_cache, exact, gemma, resolved
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
 from .exact import EXACT_ENGINE_NAME, ExactEngine
+from .learning import LEARNING_ENGINE_NAME, Learner
 from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull, remember_fingerprints
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -27,8 +28,9 @@ TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through tr
 # Our batch-invariant engines by the name archives record, each built as engine(hf_model, dtype).
 # Only the exact one gives the same bits on every CPU; the float ones still decode their old archives.
 INVARIANT_ENGINES = {EXACT_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
+                     LEARNING_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
                      ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
-EXACT_ENGINES = (EXACT_ENGINE_NAME,)
+EXACT_ENGINES = (EXACT_ENGINE_NAME, LEARNING_ENGINE_NAME)
 ENGINES = (*INVARIANT_ENGINES, TRANSFORMERS_ENGINE)  # every name an archive may record
 
 
@@ -107,7 +109,7 @@ class LanguageModel:
         """
         config = self.config
         if llama_supports(config):
-            return EXACT_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE
+            return EXACT_ENGINE_NAME, LEARNING_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE
         if gemma.supports(config):
             return EXACT_ENGINE_NAME, gemma.GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE
         if config.model_type == "llama":
@@ -139,16 +141,32 @@ class LanguageModel:
         """Whether ``engine``'s logits are also independent of the CPU and the libraries' kernels."""
         return engine in EXACT_ENGINES
 
-    def stepper(self, batch_size: int, length: int, engine: str = TRANSFORMERS_ENGINE):
-        """A fresh state for ``batch_size`` sequences of at most ``length`` tokens on ``engine``."""
+    def stepper(self, batch_size: int, length: int, engine: str = TRANSFORMERS_ENGINE, learner: Learner | None = None):
+        """A fresh state for ``batch_size`` sequences of at most ``length`` tokens on ``engine``
+        (on ``learner``'s engine where given)."""
+        if learner is not None:
+            return EngineStepper(learner.engine, self.tokenizer.model_inputs, batch_size, length)
         if self.invariant(engine):
             return EngineStepper(self._engine(engine), self.tokenizer.model_inputs, batch_size, length)
         return Stepper(self, batch_size, length)
+
+    @staticmethod
+    def learns(engine: str) -> bool:
+        """Whether ``engine`` learns from the text as it codes (``learning``)."""
+        return engine == LEARNING_ENGINE_NAME
+
+    def learner(self, engine: str) -> Learner | None:
+        """A fresh learner for one group of chunks where ``engine`` learns as it codes, else None."""
+        if not self.learns(engine):
+            return None
+        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf)
 
     def probe(self, engine: str) -> str:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""
         if not self.invariant(engine):
             return ""
+        if engine == LEARNING_ENGINE_NAME:  # its forward pass: learning starts from the same logits
+            return self.probe(EXACT_ENGINE_NAME)
         built = self._engine(engine)  # an exact engine loaded from its cache comes with its probe, checked
         if engine not in self._probes:
             if self.exact(engine):
@@ -159,6 +177,8 @@ class LanguageModel:
         return self._probes[engine]
 
     def _engine(self, name: str):
+        if name == LEARNING_ENGINE_NAME:  # the exact engine's forward pass; learning copies it (``learner``)
+            name = EXACT_ENGINE_NAME
         if name not in self._invariant_engines:
             if name == EXACT_ENGINE_NAME and self._keep_engine:
                 engine, self._probes[name] = engine_cache.load_or_build(self)

@@ -1,4 +1,4 @@
-"""The exact engine's optional compiled kernels (``_attention.c``, ``_intmm.c``, ``_rows.c``), loaded with ctypes.
+"""The exact engine's optional compiled kernels (``_attention.c``, ``_intmm.c``, ``_rows.c``, ``_learning.c``), loaded with ctypes.
 
 Each computes what the torch path computes, bit for bit, in one pass instead of a dozen:
 attention per query row over the int8 cache, a linear layer's activation quantization and its
@@ -38,6 +38,10 @@ _SIGNATURES = {
     "alphazip_packed_linear": [_INT] * 4 + [_POINTER] * 5 + [_INT],
     "alphazip_packed_linear_rows": [_INT] * 4 + [_POINTER, _FLOAT] + [_POINTER] * 3 + [_INT],
     "alphazip_gate_rows": [_LONG, _INT, _INT, _POINTER, _POINTER, _POINTER, _INT],
+    "alphazip_loss_gradient": [_LONG, _INT] + [_POINTER] * 5 + [_INT],
+    "alphazip_gate_backward": [_LONG, _INT] + [_POINTER] * 4 + [_INT],
+    "alphazip_quantize_columns": [_INT, _INT, _POINTER, _FLOAT, _POINTER, _POINTER, _INT],
+    "alphazip_adam_step": [_INT, _INT] + [_POINTER] * 9 + [_INT],
     "alphazip_llama_layer": [_INT] * 10 + [ctypes.c_double, _FLOAT, _FLOAT] + [_POINTER] * 10 + [_INT, _INT],
 }
 
@@ -395,3 +399,52 @@ def frequency_at(logits: torch.Tensor, tops: torch.Tensor, blocks: torch.Tensor,
     _LIBRARY.alphazip_frequency_at(count, width, _pointer(logits), _pointer(tops), _pointer(blocks), _pointer(rows),
                                    _pointer(ids), _pointer(cums), _pointer(freqs), _pointer(constants))
     return cums, freqs
+
+
+def adam_step(products: torch.Tensor, row_steps: torch.Tensor, col_steps: torch.Tensor, constants: torch.Tensor,
+              master: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step of ``master`` [out, in] (and its moments, in place) from a gradient's int32
+    outer-product sums and steps; the int8 weights [out, in] and scales [out] requantized from it:
+    the bits of ``learning._Adam``'s torch path."""
+    rows, cols = master.shape
+    weight = torch.empty((rows, cols), dtype=torch.int8)
+    scale = torch.empty(rows, dtype=torch.float32)
+    _LIBRARY.alphazip_adam_step(rows, cols, _pointer(products), _pointer(row_steps), _pointer(col_steps),
+                                _pointer(constants), _pointer(master), _pointer(first), _pointer(second),
+                                _pointer(weight), _pointer(scale), torch.get_num_threads())
+    return weight, scale
+
+
+def loss_gradient(logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, constants: torch.Tensor
+                  ) -> torch.Tensor:
+    """(softmax - one-hot) of ``logits`` [R, V] at ``targets`` [R] times ``scale`` [V], float32 [R, V],
+    the softmax from the coder's integer frequencies (``constants`` as for them): the bits of
+    ``learning``'s torch path."""
+    rows, width = logits.shape
+    out = torch.empty((rows, width), dtype=torch.float32)
+    _LIBRARY.alphazip_loss_gradient(rows, width, _pointer(logits), _pointer(targets), _pointer(scale), _pointer(out),
+                                    _pointer(constants), torch.get_num_threads())
+    return out
+
+
+def gate_backward(gate_up: torch.Tensor, gradient: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """The gradient [R, 2 I] at SiLU's gate and up side by side from ``gradient`` [R, I] at
+    silu(gate) * up: the bits of ``learning``'s torch path."""
+    rows, width = gradient.shape
+    gate_up, gradient = gate_up.contiguous(), gradient.contiguous()  # held until the call returns
+    out = torch.empty((rows, 2 * width), dtype=torch.float32)
+    _LIBRARY.alphazip_gate_backward(rows, width, gate_up.data_ptr(), gradient.data_ptr(), out.data_ptr(),
+                                    _pointer(constants), torch.get_num_threads())
+    return out
+
+
+def quantize_columns(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``exactmath.quantize_rows(x.T, levels)`` as int8 [C, R] and steps [C] for ``x`` [R, C]
+    (levels <= 127), without making the transpose."""
+    rows, cols = x.shape
+    x = x.contiguous()  # held until the call returns
+    out = torch.empty((cols, rows), dtype=torch.int8)
+    steps = torch.empty(cols, dtype=torch.float32)
+    _LIBRARY.alphazip_quantize_columns(rows, cols, x.data_ptr(), float(levels), out.data_ptr(), steps.data_ptr(),
+                                       torch.get_num_threads())
+    return out, steps

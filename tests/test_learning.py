@@ -1,0 +1,137 @@
+"""Learning as it codes (``alphazip.model.learning``): it learns, what it learns depends on the
+positions alone (not how they were batched), and its compiled kernels give the torch path's bits."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, kernel_build
+from tiny import tiny_gemma3
+
+from alphazip.api import Compressor, Decompressor, Settings
+from alphazip.coding.frequencies import CONSTANTS, frequencies
+from alphazip.model import learning, native
+from alphazip.model.engine import EngineStepper
+from alphazip.model.exact import EXACT_ENGINE_NAME, ExactEngine
+from alphazip.model.learning import LEARNING_ENGINE_NAME, Learner
+
+TEXT = (Path(__file__).parent.parent / "data" / "alice-excerpt.txt").read_bytes()
+
+
+def _tokens(tiny, batch: int, length: int) -> np.ndarray:
+    ids = tiny.tokenizer.encode(TEXT)[:batch * length]
+    return np.asarray(ids, dtype=np.int64).reshape(batch, length)
+
+
+def _show(tiny, learner: Learner, tokens: np.ndarray, pieces: list[tuple[slice, slice]]) -> None:
+    """Advance ``tokens`` [B, T] piece by piece ((rows, positions) each, positions in order per
+    row) on steppers over the learner's engine, showing the learner every position."""
+    inputs = np.concatenate([np.full((len(tokens), 1), tiny.bos_id), tokens[:, :-1]], axis=1)
+    steppers = {}
+    for rows, positions in pieces:
+        key = (rows.start, rows.stop)
+        steppers.setdefault(key, EngineStepper(learner.engine, tiny.tokenizer.model_inputs, rows.stop - rows.start,
+                                               tokens.shape[1]))
+        trace = []
+        logits = steppers[key].advance(inputs[rows, positions], trace)
+        targets = torch.from_numpy(tokens[rows, positions])
+        learner.observe(trace, logits, targets, torch.ones(targets.shape, dtype=torch.bool))
+
+
+def _weights(learner: Learner) -> list[torch.Tensor]:
+    return [getattr(layer, name).weight_t for layer in learner.engine.layers for name in learning.LEARNED]
+
+
+def _bits(tiny, engine, tokens: np.ndarray) -> float:
+    inputs = np.concatenate([np.full((len(tokens), 1), tiny.bos_id), tokens[:, :-1]], axis=1)
+    logits = EngineStepper(engine, tiny.tokenizer.model_inputs, len(tokens), tokens.shape[1]).advance(inputs)
+    picked = torch.log_softmax(logits, -1).gather(-1, torch.from_numpy(tokens)[..., None])
+    return float(-picked.sum()) / np.log(2)
+
+
+def test_learning_lowers_the_loss_on_what_it_read_and_leaves_the_engine_as_it_was(tiny):
+    engine = tiny._engine(EXACT_ENGINE_NAME)
+    tokens = _tokens(tiny, 2, 64)
+    before = [linear.weight_t.clone() for layer in engine.layers for linear in (layer.o, layer.gate_up, layer.down)]
+    learner = Learner(engine, tiny.hf, rate=1e-2)
+    start = _bits(tiny, learner.engine, tokens)
+    for _ in range(8):
+        _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 64))])
+        learner.learn()
+    assert _bits(tiny, learner.engine, tokens) < 0.95 * start
+    after = [linear.weight_t for layer in engine.layers for linear in (layer.o, layer.gate_up, layer.down)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_what_it_learns_depends_on_the_positions_not_their_batching(tiny):
+    """Whole segments of all rows (packing) and one position of each row at a time in two parts
+    (unpacking) learn the same weights, bit for bit."""
+    engine = tiny._engine(EXACT_ENGINE_NAME)
+    tokens = _tokens(tiny, 3, 24)
+    whole, stepped = Learner(engine, tiny.hf, rate=3e-3), Learner(engine, tiny.hf, rate=3e-3)
+    for start in (0, 12):
+        _show(tiny, whole, tokens, [(slice(0, 3), slice(start, start + 12))])
+        _show(tiny, stepped, tokens, [(rows, slice(t, t + 1)) for t in range(start, start + 12)
+                                      for rows in (slice(2, 3), slice(0, 2))])
+        whole.learn()
+        stepped.learn()
+    assert all(torch.equal(a, b) for a, b in zip(_weights(whole), _weights(stepped)))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(whole), _weights(Learner(engine, tiny.hf))))
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@pytest.mark.parametrize("level", [0, 1, 3])
+def test_the_kernels_give_the_torch_paths_bits(level):
+    generator = torch.Generator().manual_seed(level)
+    master = torch.randn(37, 53, generator=generator) * 0.05
+    gradient = (torch.randint(-2**20, 2**20, (37, 53), dtype=torch.int32, generator=generator),
+                torch.rand(37, generator=generator) * 1e-3, torch.rand(53, generator=generator) * 1e-2)
+    compiled, torch_path = learning._Adam(master.clone()), learning._Adam(master.clone())
+    for _ in range(3):  # the moments carry over
+        with kernel_build(level):
+            expected = compiled.step(gradient, 1 / 37, 1e-3)
+        torch_path_layer = _torch_only(lambda: torch_path.step(gradient, 1 / 37, 1e-3))
+        assert torch.equal(expected.weight_t, torch_path_layer.weight_t)
+        assert torch.equal(expected.scale, torch_path_layer.scale)
+        assert torch.equal(compiled.master, torch_path.master) and torch.equal(compiled.second, torch_path.second)
+    gate_up, gradient_at_gate = torch.randn(9, 2 * 40, generator=generator) * 6, torch.randn(9, 40, generator=generator)
+    constants = torch.tensor([learning.xm.LOG2E, 0.0, 0.0, *learning.xm.exp2_coefficients(torch.float32)])
+    with kernel_build(level):
+        kernel_gate = learning._gate_backward(gate_up, gradient_at_gate, constants)
+        kernel_columns = learning._quantize_channels(gate_up)
+    assert torch.equal(kernel_gate, _torch_only(lambda: learning._gate_backward(gate_up, gradient_at_gate, constants)))
+    torch_columns = _torch_only(lambda: learning._quantize_channels(gate_up))
+    assert all(torch.equal(a, b) for a, b in zip(kernel_columns, torch_columns))
+    logits = torch.randn(5, 1000, generator=generator) * 4
+    targets = torch.randint(0, 1000, (5,), generator=generator)
+    scale = torch.rand(1000, generator=generator)
+    with kernel_build(level):
+        kernel = native.loss_gradient(logits, targets, scale, CONSTANTS)
+    counts = frequencies(logits)
+    reference = counts.double().div_(counts.sum(1, keepdim=True).double()).float()
+    reference[torch.arange(5), targets] -= 1.0
+    assert torch.equal(kernel, reference.mul_(scale))
+
+
+def _torch_only(call):
+    library = native._LIBRARY
+    native._LIBRARY = None
+    try:
+        return call()
+    finally:
+        native._LIBRARY = library
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_archives_of_a_learning_model_round_trip(batch):
+    data = TEXT[:3000]
+    settings = Settings(model=TINY, mode="model", backend="ac", engine=LEARNING_ENGINE_NAME, context=300)
+    blob = Compressor(settings).compress(data)
+    assert Decompressor(batch=batch).decompress(blob) == data
+
+
+def test_learning_is_refused_for_models_it_does_not_cover():
+    gemma, _ = tiny_gemma3()
+    with pytest.raises(ValueError, match="Llama"):
+        Learner(ExactEngine(gemma), gemma)

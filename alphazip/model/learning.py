@@ -34,7 +34,7 @@ from ..coding.frequencies import CONSTANTS, frequencies
 LEARNING_ENGINE_NAME = "alphazip-exact-learn-1"  # recorded in headers; bump when learning's arithmetic changes
 LEARNED = ("o", "gate_up", "down")  # each block's linear layers that learn
 EVERY = 64  # positions of every chunk between learning steps: one key block
-RATE = 3e-4  # Adam's step size
+RATE = 1e-4  # Adam's step size
 BETAS = (0.9, 0.999)
 EPSILON = 1e-8
 GRADIENT_LEVELS = 127  # a weight's gradient: int8 per channel on both sides of the outer product

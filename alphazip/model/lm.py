@@ -20,6 +20,7 @@ from . import engine_cache, exact, gemma, resolved
 from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
 from .exact import EXACT_ENGINE_NAME, ExactEngine
+from .learning import EVERY as LEARNING_EVERY
 from .learning import LEARNING_ENGINE_NAME, Learner
 from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull, remember_fingerprints
 
@@ -122,7 +123,9 @@ class LanguageModel:
         """Bytes that decoding one chunk of ``length`` tokens allocates (a batch: that many times
         as much): its KV cache, one step's logits and activations with their temporaries (the
         ``ac`` coder's bias over the vocabulary and the biased logits among them) and its states
-        in ``ac``'s recall."""
+        in ``ac``'s recall; where the model learns, also what a learning step keeps of each of its
+        positions (the float master weights and moments, about 12 bytes a learned weight, come once
+        per group on top)."""
         config = self.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_key = 2 * head_dim  # a key and a value
@@ -130,7 +133,11 @@ class LanguageModel:
         per_key = per_key + 8 if self.exact(engine) else per_key * DTYPES[self.dtype].itemsize
         cache = config.num_hidden_layers * config.num_key_value_heads * per_key * -(-length // 64) * 64
         step = 10 * 4 * (config.vocab_size + config.intermediate_size + config.hidden_size)
-        return cache + step + length * recall.BYTES_PER_POSITION
+        learning = 0
+        if self.learns(engine):  # per position: attention's output, the residual, gate and up, per layer
+            kept = 2 * config.hidden_size + 2 * config.intermediate_size
+            learning = min(length, LEARNING_EVERY) * config.num_hidden_layers * kept * 4
+        return cache + step + length * recall.BYTES_PER_POSITION + learning
 
     def invariant(self, engine: str) -> bool:
         """Whether ``engine``'s logits are independent of batching, path and thread count."""

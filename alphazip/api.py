@@ -25,7 +25,8 @@ from .lookup import MODELS, ModelCache, check_engine_known, check_model, engine_
 from .model import DEFAULT_MODEL, LanguageModel
 from .policy import looks_binary
 from .report import library_versions, setup_difference
-from .schedule import DEFAULT_BATCH, Scores, decode_chunks, decoding_batch, encode_chunks, split_chunks, torch_threads
+from .schedule import (DEFAULT_BATCH, Scores, decode_chunks, decoding_batch, encode_chunks, learning_groups,
+                       split_chunks, torch_threads)
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all; None where not known)
 
@@ -276,7 +277,9 @@ class Decompressor:
         with torch_threads(threads):
             longest = max(frame.chunk_tokens, default=0)
             batch = self.decoding_batch(header, model, longest)
-            together = max(map(len, decoder.lockstep), default=1)
+            # a learning model's groups, like a sharing coder's, are stepped together whatever the batch
+            groups = learning_groups(frame.chunk_tokens) if model.learns(header.engine) else decoder.lockstep
+            together = max(map(len, groups), default=1)
             limits.check_lockstep(model, header.engine, together, longest, self.memory_limit)
             chunks = decode_chunks(model, decoder, frame.chunk_tokens, batch, progress, header.engine)
         return self.frame_bytes(header, frame, model, chunks, where)

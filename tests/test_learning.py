@@ -11,6 +11,7 @@ from tiny import tiny_gemma3
 
 from alphazip.api import Compressor, Decompressor, Settings
 from alphazip.coding.frequencies import CONSTANTS, frequencies
+from alphazip.errors import MemoryLimitError
 from alphazip.model import learning, native
 from alphazip.model.engine import EngineStepper
 from alphazip.model.exact import EXACT_ENGINE_NAME, ExactEngine
@@ -135,3 +136,13 @@ def test_learning_is_refused_for_models_it_does_not_cover():
     gemma, _ = tiny_gemma3()
     with pytest.raises(ValueError, match="Llama"):
         Learner(ExactEngine(gemma), gemma)
+
+
+def test_a_learning_archive_that_would_not_fit_the_memory_limit_is_refused():
+    """Its group's chunks are stepped together whatever the batch, like a sharing coder's."""
+    data = TEXT[:3000]
+    blob = Compressor(Settings(model=TINY, mode="model", backend="brotli", engine=LEARNING_ENGINE_NAME,
+                               context=100)).compress(data)
+    with pytest.raises(MemoryLimitError, match="stepped together"):
+        Decompressor(batch=1, memory_limit=2_000_000).decompress(blob)
+    assert Decompressor(batch=1).decompress(blob) == data

@@ -121,20 +121,10 @@ def _encode_group(model: LanguageModel, chunks: list[np.ndarray], rows: list[int
     """One group's pass. A function of its own, so that the group's KV cache and logits are freed
     before the next group allocates its own (a second cache at once raised the peak RSS by
     hundreds of MB)."""
-    members = [chunks[i] for i in rows]
-    tokens = _padded(members, fill=model.bos_id)
-    inputs = np.concatenate([np.full((len(members), 1), model.bos_id, dtype=np.int64), tokens[:, :-1]], axis=1)
-    lengths = np.array([len(m) for m in members])
-    stepper = model.stepper(len(members), tokens.shape[1], engine)
-    for start in range(0, tokens.shape[1], stepper.segment):
-        stop = min(start + stepper.segment, tokens.shape[1])
-        logits = stepper.advance(inputs[:, start:stop])  # [B, T, V]
-        hidden = getattr(stepper, "features", None)  # the engines that give it: the same when unpacking
-        for encoder in encoders:
-            if hidden is not None:
-                encoder.features(rows, start, hidden)
-            encoder.observe(rows, start, logits, tokens[:, start:stop], lengths)
-        count.add(int(np.clip(lengths - start, 0, stop - start).sum()))
+    run = _Run(model, chunks, rows, engine)
+    for start in range(0, run.tokens.shape[1], run.stepper.segment):
+        stop = min(start + run.stepper.segment, run.tokens.shape[1])
+        run.advance(start, stop, encoders, count)
 
 
 def _encode_learning(model: LanguageModel, chunks: list[np.ndarray], group: range, batch: int,
@@ -146,24 +136,17 @@ def _encode_learning(model: LanguageModel, chunks: list[np.ndarray], group: rang
     longest = max(run.tokens.shape[1] for run in runs)
     for start in range(0, longest, learning.EVERY):
         for run in runs:
-            for at in range(start, min(start + learning.EVERY, run.tokens.shape[1]), run.stepper.segment):
-                stop = min(at + run.stepper.segment, start + learning.EVERY, run.tokens.shape[1])
-                trace = []
-                logits = run.stepper.advance(run.inputs[:, at:stop], trace)
-                for encoder in encoders:
-                    encoder.features(run.rows, at, run.stepper.features)
-                    encoder.observe(run.rows, at, logits, run.tokens[:, at:stop], run.lengths)
-                targets = torch.from_numpy(run.tokens[:, at:stop])
-                learner.observe(trace, logits, targets, _scored(targets, at, run.lengths, logits.shape[-1]))
-                count.add(int(np.clip(run.lengths - at, 0, stop - at).sum()))
+            end = min(start + learning.EVERY, run.tokens.shape[1])
+            for at in range(start, end, run.stepper.segment):
+                run.advance(at, min(at + run.stepper.segment, end), encoders, count, learner)
         if start + learning.EVERY < longest:
             learner.learn()
 
 
 class _Run:
-    """A run of a learning group's chunks when packing: their tokens, inputs and stepper."""
+    """Chunks advanced together when packing: their tokens, the model's inputs and a stepper."""
 
-    def __init__(self, model: LanguageModel, chunks: list[np.ndarray], rows: list[int], engine: str, learner):
+    def __init__(self, model: LanguageModel, chunks: list[np.ndarray], rows: list[int], engine: str, learner=None):
         members = [chunks[i] for i in rows]
         self.rows = rows
         self.tokens = _padded(members, fill=model.bos_id)
@@ -171,6 +154,23 @@ class _Run:
                                      axis=1)
         self.lengths = np.array([len(m) for m in members])
         self.stepper = model.stepper(len(members), self.tokens.shape[1], engine, learner)
+
+    def advance(self, start: int, stop: int, encoders: list[FrameEncoder], count: _Counter, learner=None) -> None:
+        """Positions start..stop-1: their logits shown to ``encoders`` (and to ``learner``)."""
+        if learner is None:
+            logits = self.stepper.advance(self.inputs[:, start:stop])  # [B, T, V]
+        else:
+            trace = []
+            logits = self.stepper.advance(self.inputs[:, start:stop], trace)
+        hidden = getattr(self.stepper, "features", None)  # the engines that give it: the same when unpacking
+        for encoder in encoders:
+            if hidden is not None:
+                encoder.features(self.rows, start, hidden)
+            encoder.observe(self.rows, start, logits, self.tokens[:, start:stop], self.lengths)
+        if learner:
+            targets = torch.from_numpy(self.tokens[:, start:stop])
+            learner.observe(trace, logits, targets, _scored(targets, start, self.lengths, logits.shape[-1]))
+        count.add(int(np.clip(self.lengths - start, 0, stop - start).sum()))
 
 
 def _scored(targets: torch.Tensor, start: int, lengths: np.ndarray, width: int) -> torch.Tensor:

@@ -3,7 +3,9 @@
 Float results of a network depend on how work is batched, so both directions cut the token
 stream into the same chunks, step the same groups of ``batch`` chunks one token at a time with
 a KV cache, feed the same start token and the same padding after a chunk ends, and in the same
-dtype. Everything here is a pure function of what the archive header records.
+dtype. Where the model learns as it codes (``model.learning``), each learning group's chunks
+advance together by the same positions between its learning steps, packing and unpacking alike.
+Everything here is a pure function of what the archive header records.
 """
 
 import contextlib

@@ -29,7 +29,7 @@ TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through tr
 # Our batch-invariant engines by the name archives record, each built as engine(hf_model, dtype).
 # Only the exact one gives the same bits on every CPU; the float ones still decode their old archives.
 INVARIANT_ENGINES = {EXACT_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
-                     LEARNING_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
+                     LEARNING_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),  # its forward pass
                      ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
 EXACT_ENGINES = (EXACT_ENGINE_NAME, LEARNING_ENGINE_NAME)
 ENGINES = (*INVARIANT_ENGINES, TRANSFORMERS_ENGINE)  # every name an archive may record

@@ -9,7 +9,9 @@ chunk at once (what unpacking, which steps a group's chunks together, could also
 
 ``--params`` chooses what learns: every weight (``all``), the last block (``last``), the last
 block's MLP (``lastmlp``), the output embedding (``head``, tied to the input one in SmolLM2),
-the final norm's gains (``norm``), or ``direct``: every block's output projections learn from
+the final norm's gains (``norm``), every block's o, gate, up and down through the MLPs and the
+residual stream only, attention's inputs cut from the graph (``mlppath``, what the learning engine
+``alphazip-exact-learn-1`` learns), or ``direct``: every block's output projections learn from
 the gradient at the last residual stream, with no backward pass through the blocks (the
 cheapest rule an exact version could run). Reported: the ideal code length per setting against
 the unchanged model; ``--dump`` writes per-token dumps for scripts/measure_mixing.py, to see
@@ -136,8 +138,10 @@ def adapted_bits(hf, chunks, bos: int, vocab: int, which: str, lr: float, steps:
     original = {name: tensor.clone() for name, tensor in hf.state_dict().items()}
     learner = None
     if lr:
-        learner = (Direct(hf, lr) if which == "direct" else MlpPath(hf, learnable(hf, which), lr)
-                   if which == "mlppath" else Autograd(hf, learnable(hf, which), lr))
+        if which == "direct":
+            learner = Direct(hf, lr)
+        else:
+            learner = (MlpPath if which == "mlppath" else Autograd)(hf, learnable(hf, which), lr)
     pieces = []  # (chunk, offset, inputs [1, L], targets [L], scored [L], cache) per chunk
     for index, chunk in enumerate(chunks):
         targets = torch.from_numpy(chunk.astype(np.int64))

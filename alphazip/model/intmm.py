@@ -161,12 +161,11 @@ class QuantLinear:
             return native.packed_linear_rows(rows, ACTIVATION_LEVELS, self._packed(), self.scale,
                                              self.out_features).view(*shape[:-1], -1)
         out = torch.empty((len(rows), self.out_features), dtype=torch.float32)
+        halves, step = self.halves(rows)
         if native.available():  # the same bits in two passes instead of a dozen
-            halves, step = native.quantize_split(rows.contiguous(), ACTIVATION_LEVELS)
             for block in self._blocks():
                 native.dequantize(int_matmul(halves, self.weight_t[:, block]), self.scale[block], step, out[:, block])
         else:
-            halves, step = self.split(*quantize_rows(rows, ACTIVATION_LEVELS))
             for block in self._blocks():
                 out[:, block] = self.combine(int_matmul(halves, self.weight_t[:, block]), self.scale[block], step)
         return out.view(*shape[:-1], -1)
@@ -180,6 +179,14 @@ class QuantLinear:
 
     def _blocks(self) -> list[slice]:
         return [slice(start, start + COLUMN_BLOCK) for start in range(0, self.out_features, COLUMN_BLOCK)]
+
+    @classmethod
+    def halves(cls, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows`` [M, in] float32 quantized per row to 15 bits, as int8 halves [2M, in] (highs, then
+        lows) and steps [M, 1]: by the compiled kernel where built, else in torch (the same bits)."""
+        if native.available():
+            return native.quantize_split(rows.contiguous(), ACTIVATION_LEVELS)
+        return cls.split(*quantize_rows(rows, ACTIVATION_LEVELS))
 
     @staticmethod
     def split(values: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

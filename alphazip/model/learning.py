@@ -28,7 +28,7 @@ import torch
 from . import exactmath as xm
 from . import native
 from .exact import ExactEngine, _rms_norm
-from .intmm import ACTIVATION_LEVELS, QuantLinear, int_matmul
+from .intmm import QuantLinear, int_matmul
 from ..coding.frequencies import CONSTANTS, frequencies
 
 LEARNING_ENGINE_NAME = "alphazip-exact-learn-1"  # recorded in headers; bump when learning's arithmetic changes
@@ -179,10 +179,7 @@ def _backward_product(gradient: torch.Tensor, linear: QuantLinear, scaled: bool 
     by the int8 weights as integers."""
     if not scaled:
         gradient = gradient * linear.scale
-    if native.available():
-        halves, step = native.quantize_split(gradient.contiguous(), ACTIVATION_LEVELS)
-    else:
-        halves, step = QuantLinear.split(*xm.quantize_rows(gradient, ACTIVATION_LEVELS))
+    halves, step = QuantLinear.halves(gradient)
     products = int_matmul(halves, linear.weight_t.t())  # [2R, out] x [out, in]
     rows = len(products) // 2
     return products[:rows].mul(256.0).add_(products[rows:]).mul_(step)

@@ -35,8 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def learnable(hf, which: str) -> list[torch.nn.Parameter]:
-    """The parameters that ``which`` lets learn; the rest stay frozen."""
+    """The parameters that ``which`` lets learn, sets joined by ``+``; the rest stay frozen.
+    ``outhead`` is the output embedding untied from the input one, as an engine could learn it."""
+    if "+" in which:
+        return list({id(p): p for part in which.split("+") for p in learnable(hf, part)}.values())
     inner = hf.model
+    if which == "outhead" and hf.lm_head.weight is inner.embed_tokens.weight:
+        hf.lm_head.weight = torch.nn.Parameter(inner.embed_tokens.weight.detach().clone())
     chosen = {"all": list(hf.parameters()),
               "last": list(inner.layers[-1].parameters()) + [inner.norm.weight],
               # the last MLP learns from the head's and the final norm's gradients alone: no
@@ -44,6 +49,9 @@ def learnable(hf, which: str) -> list[torch.nn.Parameter]:
               "lastmlp": list(inner.layers[-1].mlp.parameters()) + [inner.norm.weight],
               "head": [hf.lm_head.weight],
               "norm": [inner.norm.weight],
+              "outhead": [hf.lm_head.weight],
+              # the gains of the final norm and of every norm before an MLP
+              "norms": [inner.norm.weight] + [layer.post_attention_layernorm.weight for layer in inner.layers],
               # every block's o, gate, up and down, learning through the MLPs and the residual
               # stream only: attention's inputs are cut from the graph (see MlpPath)
               "mlppath": [linear.weight for layer in inner.layers
@@ -141,7 +149,7 @@ def adapted_bits(hf, chunks, bos: int, vocab: int, which: str, lr: float, steps:
         if which == "direct":
             learner = Direct(hf, lr)
         else:
-            learner = (MlpPath if which == "mlppath" else Autograd)(hf, learnable(hf, which), lr)
+            learner = (MlpPath if "mlppath" in which.split("+") else Autograd)(hf, learnable(hf, which), lr)
     pieces = []  # (chunk, offset, inputs [1, L], targets [L], scored [L], cache) per chunk
     for index, chunk in enumerate(chunks):
         targets = torch.from_numpy(chunk.astype(np.int64))

@@ -1,10 +1,11 @@
-"""What the engine that learns as it codes (``alphazip-exact-learn-1``) gains: the model's ideal
-code length over the very chunks `alphazip pack` codes, on the exact engine as it is and learning
-at each Adam rate given, through packing's own pass (``schedule.score_chunks``). Ideal code
-lengths, not archives: `alphazip pack --engine alphazip-exact-learn-1` gives those.
+"""What the engines that learn as they code (``alphazip-exact-learn-2``, whose output embedding
+learns too, and ``-learn-1``) gain: the model's ideal code length over the very chunks `alphazip
+pack` codes, on the exact engine as it is and learning at each Adam rate given, through packing's
+own pass (``schedule.score_chunks``). Ideal code lengths, not archives: `alphazip pack --engine
+alphazip-exact-learn-2` gives those.
 
     python scripts/measure_learning.py ../shared/corpus/alice29.txt --bytes 152089 \
-        --contexts 1024,8192 --rates 1e-4,3e-4
+        --contexts 1024,8192 --rates 1e-4,3e-4 [--engines alphazip-exact-learn-2,alphazip-exact-learn-1]
 """
 
 import argparse
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--contexts", default="1024", help="tokens per chunk, comma-separated")
     parser.add_argument("--rates", default="1e-4", help="Adam rates to learn at, comma-separated")
     parser.add_argument("--batch", type=int, default=16, help="chunks advanced together, as for pack")
+    parser.add_argument("--engines", default="alphazip-exact-learn-2", help="learning engines, comma-separated")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from alphazip.bench import cpu_model
@@ -40,15 +42,16 @@ def main() -> None:
             chunks = split_chunks(ids, context)
             print(f"{path.name}, first {len(data):,} bytes, {len(ids):,} tokens, {len(chunks)} chunks of {context}")
             baseline = None
-            for rate in [0.0] + [float(rate) for rate in args.rates.split(",")]:
+            settings = [(EXACT_ENGINE_NAME, 0.0)] + [(engine, float(rate)) for engine in args.engines.split(",")
+                                                     for rate in args.rates.split(",")]
+            for engine, rate in settings:
                 # the product's learner at this rate (the engine's own constant is what archives use)
-                model.learner = lambda engine, rate=rate: (learning.Learner(model._engine(EXACT_ENGINE_NAME), model.hf,
-                                                                            rate) if rate else None)
-                engine = learning.LEARNING_ENGINE_NAME if rate else EXACT_ENGINE_NAME
+                model.learner = lambda engine, rate=rate: learning.Learner(
+                    model._engine(EXACT_ENGINE_NAME), model.hf, rate, head=learning.LEARNING_ENGINES[engine])
                 started = time.perf_counter()
                 bits = sum(score_chunks(model, chunks, args.batch, engine=engine).bits)
                 baseline = baseline or bits
-                print(f"  rate {rate:g}: ideal {bits / 8:,.0f} B, {bits / len(data):.4f} bits/byte, "
+                print(f"  {engine} rate {rate:g}: ideal {bits / 8:,.0f} B, {bits / len(data):.4f} bits/byte, "
                       f"{100 * (bits / baseline - 1):+.2f} %, {time.perf_counter() - started:.0f} s", flush=True)
 
 

@@ -14,7 +14,7 @@ from alphazip.model import LanguageModel
 from alphazip.errors import AlphazipError
 from alphazip.model.engine import ENGINE_NAME
 from alphazip.model.exact import EXACT_ENGINE_NAME
-from alphazip.model.learning import LEARNING_ENGINE_NAME
+from alphazip.model.learning import LEARNING_ENGINES
 from alphazip.model.gemma import GEMMA3_ENGINE_NAME
 from alphazip.model.lm import TRANSFORMERS_ENGINE
 
@@ -100,7 +100,7 @@ def test_llama_variants_the_exact_engine_does_not_compute_pack_only_when_asked(v
             api.engine_for(model, "auto")  # never packed on a float path unless asked by name
         assert api.engine_for(model, TRANSFORMERS_ENGINE) == TRANSFORMERS_ENGINE
     else:
-        assert model.engines == (EXACT_ENGINE_NAME, LEARNING_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE)
+        assert model.engines == (EXACT_ENGINE_NAME, *LEARNING_ENGINES, ENGINE_NAME, TRANSFORMERS_ENGINE)
         assert api.engine_for(model, "auto") == EXACT_ENGINE_NAME
 
 

@@ -15,7 +15,7 @@ from alphazip.errors import MemoryLimitError
 from alphazip.model import learning, native
 from alphazip.model.engine import EngineStepper
 from alphazip.model.exact import EXACT_ENGINE_NAME, ExactEngine
-from alphazip.model.learning import LEARNING_ENGINE_NAME, Learner
+from alphazip.model.learning import LEARNING_ENGINE_NAME, LEARNING_ENGINES, Learner
 
 TEXT = (Path(__file__).parent.parent / "data" / "alice-excerpt.txt").read_bytes()
 
@@ -41,7 +41,8 @@ def _show(tiny, learner: Learner, tokens: np.ndarray, pieces: list[tuple[slice, 
 
 
 def _weights(learner: Learner) -> list[torch.Tensor]:
-    return [getattr(layer, name).weight_t for layer in learner.engine.layers for name in learning.LEARNED]
+    blocks = [getattr(layer, name) for layer in learner.engine.layers for name in learning.LEARNED]
+    return [linear.weight_t for linear in blocks + [learner.engine.head]]
 
 
 def _bits(tiny, engine, tokens: np.ndarray) -> float:
@@ -124,10 +125,25 @@ def _torch_only(call):
         native._LIBRARY = library
 
 
+def test_the_newest_engine_learns_the_output_embedding_untied_and_the_first_does_not(tiny):
+    engine = tiny._engine(EXACT_ENGINE_NAME)
+    tokens = _tokens(tiny, 2, 32)
+    embedding, head = engine.embed.clone(), engine.head.weight_t.clone()
+    with_head, without = Learner(engine, tiny.hf, rate=1e-2), Learner(engine, tiny.hf, rate=1e-2, head=False)
+    for learner in (with_head, without):
+        _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 32))])
+        learner.learn()
+    assert LEARNING_ENGINES[LEARNING_ENGINE_NAME] and not LEARNING_ENGINES["alphazip-exact-learn-1"]
+    assert not torch.equal(with_head.engine.head.weight_t, head)
+    assert without.engine.head is engine.head and torch.equal(engine.head.weight_t, head)
+    assert torch.equal(with_head.engine.embed, embedding)  # the input side stays as it was
+
+
+@pytest.mark.parametrize("engine", list(LEARNING_ENGINES))
 @pytest.mark.parametrize("batch", [1, 3])
-def test_archives_of_a_learning_model_round_trip(batch):
+def test_archives_of_a_learning_model_round_trip(batch, engine):
     data = TEXT[:3000]
-    settings = Settings(model=TINY, mode="model", backend="ac", engine=LEARNING_ENGINE_NAME, context=300)
+    settings = Settings(model=TINY, mode="model", backend="ac", engine=engine, context=300)
     blob = Compressor(settings).compress(data)
     assert Decompressor(batch=batch).decompress(blob) == data
 

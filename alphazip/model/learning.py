@@ -31,7 +31,10 @@ from .exact import ExactEngine, _rms_norm
 from .intmm import QuantLinear, int_matmul
 from ..coding.frequencies import CONSTANTS, frequencies
 
-LEARNING_ENGINE_NAME = "alphazip-exact-learn-1"  # recorded in headers; bump when learning's arithmetic changes
+# The learning engines by the name archives record (bump when learning's arithmetic changes),
+# each with whether its output embedding learns too (untied from the input one); the newest first.
+LEARNING_ENGINES = {"alphazip-exact-learn-2": True, "alphazip-exact-learn-1": False}
+LEARNING_ENGINE_NAME = next(iter(LEARNING_ENGINES))
 LEARNED = ("o", "gate_up", "down")  # each block's linear layers that learn
 EVERY = 64  # positions of every chunk between learning steps: one key block
 RATE = 1e-4  # Adam's step size
@@ -45,7 +48,7 @@ class Learner:
     """A copy of ``engine`` that learns from the positions it is shown (:meth:`observe`) at each
     :meth:`learn`; ``engine`` itself is left as it was."""
 
-    def __init__(self, engine: ExactEngine, hf_model, rate: float = RATE):
+    def __init__(self, engine: ExactEngine, hf_model, rate: float = RATE, head: bool = True):
         if engine.config.gemma or engine.config.gate != "silu":
             raise ValueError("learning as it codes is built for Llama models only")
         self.engine = copy.copy(engine)
@@ -53,6 +56,8 @@ class Learner:
         self.rate = rate
         self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer).items()}
                             for layer in hf_model.model.layers]
+        self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if head else None
+        self._head_rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (head's input, loss gradient at logits)
         self._rows: list[tuple[list, torch.Tensor]] = []  # (per-layer trace, gradient at the last residual)
 
     def observe(self, trace: list, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor) -> None:
@@ -69,7 +74,8 @@ class Learner:
 
         layers = [tuple(pick(part) for part in parts) for parts in trace[:-1]]
         residual = pick(trace[-1])
-        normed = self._head_backward(pick(logits), targets.reshape(-1) if every else targets.reshape(-1)[scored])
+        targets = targets.reshape(-1) if every else targets.reshape(-1)[scored]
+        normed = self._head_backward(pick(logits), targets, residual)
         self._rows.append((layers, _norm_backward(residual, self.engine.final_norm, self.engine.config.eps, normed)))
 
     def learn(self) -> None:
@@ -82,22 +88,31 @@ class Learner:
         if count > MAX_ROWS:
             raise ValueError(f"{count} positions in one learning step, more than {MAX_ROWS}")
         mean = 1.0 / count
+        if self._head is not None:
+            head_rows, self._head_rows = self._head_rows, []
+            inputs = torch.cat([normed for normed, _ in head_rows])
+            logit_gradient = torch.cat([logit for _, logit in head_rows])
+            del head_rows
+            self.engine.head = self._head.step(_weight_gradient(logit_gradient, inputs), mean, self.rate)
+            del inputs, logit_gradient
         for index in reversed(range(len(self.engine.layers))):
             attended, middle, gate_up = (torch.cat([layers[index][part] for layers, _ in rows]) for part in range(3))
             gradient = self._layer_backward(index, attended, middle, gate_up, gradient, mean)
 
-    def _head_backward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _head_backward(self, logits: torch.Tensor, targets: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """The loss's gradient at the head's input, per row: (softmax - one-hot) through the head,
-        the softmax from the arithmetic coder's integer frequencies (exact in any order)."""
-        scale = self.engine.head.scale
+        the softmax from the arithmetic coder's integer frequencies (exact in any order); kept
+        with the head's input (the normed ``residual``) when the head learns."""
+        ones = torch.ones_like(self.engine.head.scale)
         if native.available():
-            gradient = native.loss_gradient(logits.contiguous(), targets.contiguous(), scale, CONSTANTS)
+            gradient = native.loss_gradient(logits.contiguous(), targets.contiguous(), ones, CONSTANTS)
         else:
             counts = frequencies(logits)
             gradient = counts.double().div_(counts.sum(1, keepdim=True).double()).float()
             gradient[torch.arange(len(targets)), targets] -= 1.0
-            gradient.mul_(scale)
-        return _backward_product(gradient, self.engine.head, scaled=True)
+        if self._head is not None:
+            self._head_rows.append((_rms_norm(residual, self.engine.final_norm, self.engine.config.eps), gradient))
+        return _backward_product(gradient * self.engine.head.scale, self.engine.head, scaled=True)
 
     def _layer_backward(self, index: int, attended, middle, gate_up, gradient, mean) -> torch.Tensor:
         """Block ``index`` learns from ``gradient`` [R, hidden] at its output; returns the gradient at

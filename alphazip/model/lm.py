@@ -21,7 +21,7 @@ from .engine import ENGINE_NAME, EngineStepper, LlamaEngine, probe_fingerprint
 from .engine import supports as llama_supports
 from .exact import EXACT_ENGINE_NAME, ExactEngine
 from .learning import EVERY as LEARNING_EVERY
-from .learning import LEARNING_ENGINE_NAME, Learner
+from .learning import LEARNING_ENGINES, Learner
 from .registry import BUILTIN_MODELS, FINGERPRINT_MEMO, cache_root, file_sha256, pull, remember_fingerprints
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -29,9 +29,9 @@ TRANSFORMERS_ENGINE = "transformers-static-step"  # lockstep stepping through tr
 # Our batch-invariant engines by the name archives record, each built as engine(hf_model, dtype).
 # Only the exact one gives the same bits on every CPU; the float ones still decode their old archives.
 INVARIANT_ENGINES = {EXACT_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),
-                     LEARNING_ENGINE_NAME: lambda hf_model, dtype: ExactEngine(hf_model),  # its forward pass
+                     **{name: lambda hf_model, dtype: ExactEngine(hf_model) for name in LEARNING_ENGINES},  # their forward pass
                      ENGINE_NAME: LlamaEngine, gemma.GEMMA3_ENGINE_NAME: gemma.Gemma3Engine}
-EXACT_ENGINES = (EXACT_ENGINE_NAME, LEARNING_ENGINE_NAME)
+EXACT_ENGINES = (EXACT_ENGINE_NAME, *LEARNING_ENGINES)
 ENGINES = (*INVARIANT_ENGINES, TRANSFORMERS_ENGINE)  # every name an archive may record
 
 
@@ -110,7 +110,7 @@ class LanguageModel:
         """
         config = self.config
         if llama_supports(config):
-            return EXACT_ENGINE_NAME, LEARNING_ENGINE_NAME, ENGINE_NAME, TRANSFORMERS_ENGINE
+            return EXACT_ENGINE_NAME, *LEARNING_ENGINES, ENGINE_NAME, TRANSFORMERS_ENGINE
         if gemma.supports(config):
             return EXACT_ENGINE_NAME, gemma.GEMMA3_ENGINE_NAME, TRANSFORMERS_ENGINE
         if config.model_type == "llama":
@@ -135,8 +135,10 @@ class LanguageModel:
         step = 10 * 4 * (config.vocab_size + config.intermediate_size + config.hidden_size)
         learning = 0
         if self.learns(engine):  # per position: attention's output, the residual, gate and up, per layer
-            kept = 2 * config.hidden_size + 2 * config.intermediate_size
-            learning = min(length, LEARNING_EVERY) * config.num_hidden_layers * kept * 4
+            kept = (2 * config.hidden_size + 2 * config.intermediate_size) * config.num_hidden_layers
+            if LEARNING_ENGINES[engine]:  # and the head's input and the loss gradient at the logits
+                kept += config.hidden_size + config.vocab_size
+            learning = min(length, LEARNING_EVERY) * kept * 4
         return cache + step + length * recall.BYTES_PER_POSITION + learning
 
     def invariant(self, engine: str) -> bool:
@@ -160,19 +162,19 @@ class LanguageModel:
     @staticmethod
     def learns(engine: str) -> bool:
         """Whether ``engine`` learns from the text as it codes (``learning``)."""
-        return engine == LEARNING_ENGINE_NAME
+        return engine in LEARNING_ENGINES
 
     def learner(self, engine: str) -> Learner | None:
         """A fresh learner for one group of chunks where ``engine`` learns as it codes, else None."""
         if not self.learns(engine):
             return None
-        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf)
+        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, head=LEARNING_ENGINES[engine])
 
     def probe(self, engine: str) -> str:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""
         if not self.invariant(engine):
             return ""
-        if engine == LEARNING_ENGINE_NAME:  # its forward pass: learning starts from the same logits
+        if self.learns(engine):  # its forward pass: learning starts from the same logits
             return self.probe(EXACT_ENGINE_NAME)
         built = self._engine(engine)  # an exact engine loaded from its cache comes with its probe, checked
         if engine not in self._probes:
@@ -184,7 +186,7 @@ class LanguageModel:
         return self._probes[engine]
 
     def _engine(self, name: str):
-        if name == LEARNING_ENGINE_NAME:  # the exact engine's forward pass; learning copies it (``learner``)
+        if self.learns(name):  # the exact engine's forward pass; learning copies it (``learner``)
             name = EXACT_ENGINE_NAME
         if name not in self._invariant_engines:
             if name == EXACT_ENGINE_NAME and self._keep_engine:

@@ -169,7 +169,7 @@ class Compressor:
         names (ranks and a byte back-end, or arithmetic coding)."""
         s = self.settings
         chunks = self.chunks_of(piece, model)
-        coder = get_coder(s.backend)
+        coder = _coder_for(get_coder(s.backend), model, engine)
         if scores is not None and isinstance(coder, RankCoder):  # ranks from an earlier pass
             streams = coder.streams(chunks, scores.ranks, s.top_k, model)
         else:
@@ -294,7 +294,8 @@ class Decompressor:
     @staticmethod
     def frame_decoder(header: Header, frame: Frame, model: LanguageModel) -> FrameDecoder:
         """The token coder's decoder of a (checked) model frame."""
-        return _coder_of(header).decoder(frame.streams, frame.chunk_tokens, model, header.top_k)
+        coder = _coder_for(_coder_of(header), model, header.engine)
+        return coder.decoder(frame.streams, frame.chunk_tokens, model, header.top_k)
 
     def decoding_batch(self, header: Header, model: LanguageModel, longest: int) -> int:
         """Chunks of up to ``longest`` tokens stepped together: as asked (or the default) on an
@@ -354,6 +355,11 @@ def _coder_of(header: Header) -> TokenCoder:
         return get_coder(header.backend)
     except ValueError:
         raise BadArchiveError(f"archive needs back-end {header.backend!r}, which this build lacks") from None
+
+
+def _coder_for(coder: TokenCoder, model: LanguageModel, engine: str) -> TokenCoder:
+    """``coder`` as it codes under ``engine``: some coders leave out what the engine's model does."""
+    return coder.with_learning_head() if model.learns_head(engine) else coder
 
 
 def compress(data: bytes, backend: str = "brotli", **settings) -> bytes:

@@ -139,6 +139,15 @@ def test_the_newest_engine_learns_the_output_embedding_untied_and_the_first_does
     assert torch.equal(with_head.engine.embed, embedding)  # the input side stays as it was
 
 
+def test_ac_leaves_its_bias_out_where_the_model_learns_its_head(tiny):
+    from alphazip.api import _coder_for
+    from alphazip.coding import get_coder
+    ac = get_coder("ac")
+    assert _coder_for(ac, tiny, LEARNING_ENGINE_NAME).bias is False
+    assert _coder_for(ac, tiny, "alphazip-exact-learn-1").bias and _coder_for(ac, tiny, EXACT_ENGINE_NAME).bias
+    assert ac.bias  # the registered coder itself is unchanged
+
+
 @pytest.mark.parametrize("engine", list(LEARNING_ENGINES))
 @pytest.mark.parametrize("batch", [1, 3])
 def test_archives_of_a_learning_model_round_trip(batch, engine):

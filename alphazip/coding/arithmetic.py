@@ -18,6 +18,8 @@ A frame's first stream holds the chunks' codes, each but the last preceded by it
 
 from collections.abc import Sequence
 
+import copy
+
 import numpy as np
 import torch
 
@@ -53,6 +55,15 @@ class ArithmeticCoder(TokenCoder):
         if self.tagged_raw:
             return TaggedRaw().encode(np.frombuffer(piece, np.uint8), 256, to_beat)
         return super().raw_payload(piece, to_beat)
+
+    def with_learning_head(self) -> "ArithmeticCoder":
+        """Without the bias: the model's head learns what the bias would (the text's own words),
+        and both together code worse than either (docs/results.md, stop 34)."""
+        if not self.bias:
+            return self
+        coder = copy.copy(self)
+        coder.bias = False
+        return coder
 
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> "ArithmeticEncoder":
         return ArithmeticEncoder([len(chunk) for chunk in chunks], model.logits_size, model.tokenizer.id_space,

@@ -75,6 +75,11 @@ class TokenCoder(ABC):
         competes with (None: none), which a coder may use to decide how hard to try."""
         return self.raw_backend.encode(np.frombuffer(piece, np.uint8), 256)
 
+    def with_learning_head(self) -> "TokenCoder":
+        """This coder for an engine whose model learns its own output layer as it codes: the same
+        unless the coder adapts the model's logits itself (the engine's header names which)."""
+        return self
+
     @abstractmethod
     def encoder(self, chunks: list[np.ndarray], model, top_k: int) -> FrameEncoder:
         """A fresh encoder for a frame cut into ``chunks`` (token ids)."""

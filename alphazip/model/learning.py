@@ -89,15 +89,18 @@ class Learner:
             raise ValueError(f"{count} positions in one learning step, more than {MAX_ROWS}")
         mean = 1.0 / count
         if self._head is not None:
-            head_rows, self._head_rows = self._head_rows, []
-            inputs = torch.cat([normed for normed, _ in head_rows])
-            logit_gradient = torch.cat([logit for _, logit in head_rows])
-            del head_rows
-            self.engine.head = self._head.step(_weight_gradient(logit_gradient, inputs), mean, self.rate)
-            del inputs, logit_gradient
+            self._learn_head(mean)
         for index in reversed(range(len(self.engine.layers))):
             attended, middle, gate_up = (torch.cat([layers[index][part] for layers, _ in rows]) for part in range(3))
             gradient = self._layer_backward(index, attended, middle, gate_up, gradient, mean)
+
+    def _learn_head(self, mean: float) -> None:
+        """The output embedding's step, from the loss gradients at the logits and the head's inputs."""
+        rows, self._head_rows = self._head_rows, []
+        inputs = torch.cat([normed for normed, _ in rows])
+        logit_gradient = torch.cat([gradient for _, gradient in rows])
+        rows.clear()  # the per-observation pieces go before the step's own temporaries come
+        self.engine.head = self._head.step(_weight_gradient(logit_gradient, inputs), mean, self.rate)
 
     def _head_backward(self, logits: torch.Tensor, targets: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """The loss's gradient at the head's input, per row: (softmax - one-hot) through the head,

@@ -164,11 +164,16 @@ class LanguageModel:
         """Whether ``engine`` learns from the text as it codes (``learning``)."""
         return engine in LEARNING_ENGINES
 
+    @staticmethod
+    def learns_head(engine: str) -> bool:
+        """Whether ``engine``'s model also learns its output embedding as it codes."""
+        return LEARNING_ENGINES.get(engine, False)
+
     def learner(self, engine: str) -> Learner | None:
         """A fresh learner for one group of chunks where ``engine`` learns as it codes, else None."""
         if not self.learns(engine):
             return None
-        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, head=LEARNING_ENGINES[engine])
+        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, head=self.learns_head(engine))
 
     def probe(self, engine: str) -> str:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""

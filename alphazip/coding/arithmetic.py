@@ -16,9 +16,8 @@ A frame's first stream holds the chunks' codes, each but the last preceded by it
 (varints, then the codes in chunk order); the second stream is empty.
 """
 
-from collections.abc import Sequence
-
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -7,7 +7,8 @@ bit, so the learning step keeps the exact engine's rules (``exactmath``):
 
 - the gradient flows from the loss through the head, the final norm, each block's MLP and the
   residual stream; attention's inputs are cut from the graph, so there is no softmax to
-  differentiate, and what learns is every block's attention output projection and MLP;
+  differentiate, and what learns is every block's attention output projection and MLP, and
+  (``alphazip-exact-learn-2``) the output embedding, untied from the input one;
 - every product is an integer product of quantized values (rows per position for the gradient
   passed down, channels over all positions for a weight's gradient), every reduction a sum of
   integers;

@@ -59,6 +59,7 @@ class Learner:
                             for layer in hf_model.model.layers]
         self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if head else None
         self._head_rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (head's input, loss gradient at logits)
+        self._unscaled = torch.ones_like(engine.head.scale)  # the loss gradient's kernel takes a scale per id
         self._rows: list[tuple[list, torch.Tensor]] = []  # (per-layer trace, gradient at the last residual)
 
     def observe(self, trace: list, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor) -> None:
@@ -107,9 +108,8 @@ class Learner:
         """The loss's gradient at the head's input, per row: (softmax - one-hot) through the head,
         the softmax from the arithmetic coder's integer frequencies (exact in any order); kept
         with the head's input (the normed ``residual``) when the head learns."""
-        ones = torch.ones_like(self.engine.head.scale)
         if native.available():
-            gradient = native.loss_gradient(logits.contiguous(), targets.contiguous(), ones, CONSTANTS)
+            gradient = native.loss_gradient(logits.contiguous(), targets.contiguous(), self._unscaled, CONSTANTS)
         else:
             counts = frequencies(logits)
             gradient = counts.double().div_(counts.sum(1, keepdim=True).double()).float()

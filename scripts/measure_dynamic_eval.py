@@ -56,7 +56,13 @@ def learnable(hf, which: str) -> list[torch.nn.Parameter]:
               # stream only: attention's inputs are cut from the graph (see MlpPath)
               "mlppath": [linear.weight for layer in inner.layers
                           for linear in (layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
-                                         layer.mlp.down_proj)]}[which]
+                                         layer.mlp.down_proj)],
+              # every block's linear layers, attention's q, k and v too, through attention's softmax
+              # (within the positions of a step: the past's keys and values are data)
+              "blocks": [linear.weight for layer in inner.layers
+                         for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                                        layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                                        layer.mlp.down_proj)]}[which]
     return list({id(p): p for p in chosen}.values())  # tied weights appear once
 
 

@@ -41,7 +41,7 @@ def _show(tiny, learner: Learner, tokens: np.ndarray, pieces: list[tuple[slice, 
 
 
 def _weights(learner: Learner) -> list[torch.Tensor]:
-    blocks = [getattr(layer, name) for layer in learner.engine.layers for name in learning.LEARNED]
+    blocks = [getattr(layer, name) for layer in learner.engine.layers for name in ("qkv", "o", "gate_up", "down")]
     return [linear.weight_t for linear in blocks + [learner.engine.head]]
 
 
@@ -55,14 +55,15 @@ def _bits(tiny, engine, tokens: np.ndarray) -> float:
 def test_learning_lowers_the_loss_on_what_it_read_and_leaves_the_engine_as_it_was(tiny):
     engine = tiny._engine(EXACT_ENGINE_NAME)
     tokens = _tokens(tiny, 2, 64)
-    before = [linear.weight_t.clone() for layer in engine.layers for linear in (layer.o, layer.gate_up, layer.down)]
+    before = [linear.weight_t.clone() for layer in engine.layers
+              for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
     learner = Learner(engine, tiny.hf, rate=1e-2)
     start = _bits(tiny, learner.engine, tokens)
     for _ in range(8):
         _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 64))])
         learner.learn()
     assert _bits(tiny, learner.engine, tokens) < 0.95 * start
-    after = [linear.weight_t for layer in engine.layers for linear in (layer.o, layer.gate_up, layer.down)]
+    after = [linear.weight_t for layer in engine.layers for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
     assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
@@ -171,3 +172,59 @@ def test_a_learning_archive_that_would_not_fit_the_memory_limit_is_refused():
     with pytest.raises(MemoryLimitError, match="stepped together"):
         Decompressor(batch=1, memory_limit=2_000_000).decompress(blob)
     assert Decompressor(batch=1).decompress(blob) == data
+
+
+def test_attention_backward_follows_the_float_gradient(tiny):
+    """The exact attention backward against autograd on the same queries, keys and values in
+    float64: the gradients at the queries and at the step's keys and values (the past's are data)."""
+    from alphazip.model import exactmath as xm
+    from alphazip.model.attention_backward import attention_backward
+    from alphazip.model.engine import _rotate
+    from alphazip.model.exact import _store
+    engine = tiny._engine(EXACT_ENGINE_NAME)
+    c = engine.config
+    generator = torch.Generator().manual_seed(5)
+    length, count, group = 40, 9, c.heads // c.kv_heads
+    q, k, v = (torch.randn(1, heads, length, c.head_dim, generator=generator, dtype=torch.float64)
+               for heads in (c.heads, c.kv_heads, c.kv_heads))
+    upstream = torch.randn(count, c.heads, c.head_dim, generator=generator, dtype=torch.float64)
+    positions = torch.arange(length - count, length)
+    cos, sin = engine._rope_rows(0, 0, length)
+    cache = engine.new_cache(1, length)
+    _store(cache, 0, 0, _rotate(k.float(), cos, sin), v.float())
+    q_rotated = _rotate(q.float(), cos, sin)[0, :, positions]  # [H, n, D]
+    integers, step = xm.quantize_rows(q_rotated, 127)
+    got = attention_backward(engine, cache, 0, 0, positions, integers.transpose(0, 1).to(torch.int8),
+                             (step[..., 0] * engine._score_factor).t(),
+                             _float_attention(q, k, v, cos, sin, positions, group, c.score_scale).float(),
+                             upstream.reshape(count, -1).float())
+
+    q_leaf, k_leaf, v_leaf = (x.clone().requires_grad_(True) for x in (q, k, v))
+    out = _float_attention(q_leaf, k_leaf, v_leaf, cos.double(), sin.double(), positions, group, c.score_scale)
+    (out * upstream.reshape(count, -1)).sum().backward()
+    expected = torch.cat([q_leaf.grad[0, :, positions].transpose(0, 1).reshape(count, -1),
+                          k_leaf.grad[0, :, positions].transpose(0, 1).reshape(count, -1),
+                          v_leaf.grad[0, :, positions].transpose(0, 1).reshape(count, -1)], dim=1)
+    widths = [c.heads * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim]
+    for mine, reference in zip(got.double().split(widths, 1), expected.split(widths, 1)):
+        assert torch.nn.functional.cosine_similarity(mine.flatten(), reference.flatten(), dim=0) > 0.999
+        assert (mine - reference).norm() < 0.03 * reference.norm()
+
+
+def _float_attention(q, k, v, cos, sin, positions, group, scale):
+    """Causal attention of the queries at ``positions`` over keys 0..; the past's keys and
+    values (before ``positions``) detached, as the learning step treats them. [n, H D]."""
+    first = int(positions[0])
+    k = torch.cat([k[:, :, :first].detach(), k[:, :, first:]], dim=2)
+    v = torch.cat([v[:, :, :first].detach(), v[:, :, first:]], dim=2)
+    q, k = _rotate_any(q, cos, sin)[:, :, positions], _rotate_any(k, cos, sin)
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scores = q @ k.transpose(-1, -2) * scale
+    scores = scores.masked_fill(torch.arange(k.shape[2])[None, :] > positions[:, None], -torch.inf)
+    out = torch.softmax(scores, -1) @ v  # [1, H, n, D]
+    return out[0].transpose(0, 1).reshape(len(positions), -1)
+
+
+def _rotate_any(x, cos, sin):
+    half = x.shape[-1] // 2
+    return x * cos.to(x.dtype) + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin.to(x.dtype)

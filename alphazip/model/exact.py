@@ -190,8 +190,9 @@ class ExactEngine:
         """Logits [batch, T, vocab] (float32) for ``tokens`` [batch, T] at positions start..start+T-1;
         the head's input [batch, T, hidden] (float32, as exact as the logits) is appended to
         ``features`` if given; what learning needs (``learning``) to ``trace``: per block its
-        attention's output, the residual stream after it and the MLP's gate and up, then the
-        last residual stream."""
+        attention's output, the residual stream after it, the MLP's gate and up, the residual
+        stream before it and attention's int8 queries with their steps; then the last residual
+        stream, ``cache`` and ``start``."""
         c = self.config
         x = self.embed[tokens]  # [B, T, hidden], float32 residual stream
         if self.embed_scale:
@@ -201,16 +202,19 @@ class ExactEngine:
             if one_call:
                 self._layer_in_one_call(x, layer, cache, index, start)
                 continue
-            attended = self._attention(layer.qkv(_rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start)
+            queries = [] if trace is not None else None
+            attended = self._attention(layer.qkv(_rms_norm(x, layer.norm1, c.eps)), layer, cache, index, start,
+                                       queries)
             out = layer.o(attended)
+            before = x
             x = x + (_rms_norm(out, layer.post_attention, c.eps) if c.gemma else out)
             gate_up = layer.gate_up(_rms_norm(x, layer.norm2, c.eps))
             if trace is not None:
-                trace.append((attended, x, gate_up))
+                trace.append((attended, x, gate_up, before, *queries))
             out = layer.down(self._gate(gate_up))
             x = x + (_rms_norm(out, layer.post_mlp, c.eps) if c.gemma else out)
         if trace is not None:
-            trace.append(x)
+            trace.append((x, cache, start))
         normed = _rms_norm(x, self.final_norm, c.eps)
         if features is not None:
             features.append(normed)
@@ -248,9 +252,12 @@ class ExactEngine:
         gate, up = gate_up.split(gate_up.shape[-1] // 2, dim=-1)
         return (xm.silu(gate) if self.config.gate == "silu" else xm.gelu_tanh(gate)) * up
 
-    def _attention(self, qkv: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int) -> torch.Tensor:
+    def _attention(self, qkv: torch.Tensor, layer: _Layer, cache: ExactCache, index: int, start: int,
+                   queries: list | None = None) -> torch.Tensor:
         """Layer ``index``'s attention for projected ``qkv`` [B, T, (H + 2 KV) D] at ``start``; its keys
-        and values go to the cache. Returns [B, T, H D], before the output projection."""
+        and values go to the cache. Returns [B, T, H D], before the output projection; the int8
+        queries [B, T, H, D] and their steps [B, T, H] (times the score factor) go to ``queries``
+        if given."""
         c = self.config
         batch, count, _ = qkv.shape
         cos, sin = self._rope_rows(index, start, count)
@@ -265,6 +272,9 @@ class ExactEngine:
             row_scale = q_scale.view(batch, c.kv_heads, group, count)
         else:
             rows, row_scale = self._attention_inputs(qkv, layer, cache, index, start, cos, sin)
+        if queries is not None:
+            queries += [rows.permute(0, 3, 1, 2, 4).reshape(batch, count, c.heads, c.head_dim),
+                        row_scale.permute(0, 3, 1, 2).reshape(batch, count, c.heads)]
         if native.available():
             out = native.attend(rows.contiguous(), row_scale.contiguous(), start, c.windows[index], cache.keys[index],
                                 cache.key_steps[index], cache.values[index], cache.value_steps[index], self._constants)

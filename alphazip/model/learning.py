@@ -6,9 +6,11 @@ model that has read what came before. The decoder must learn the very same weigh
 bit, so the learning step keeps the exact engine's rules (``exactmath``):
 
 - the gradient flows from the loss through the head, the final norm, each block's MLP and the
-  residual stream; attention's inputs are cut from the graph, so there is no softmax to
-  differentiate, and what learns is every block's attention output projection and MLP, and
-  (``alphazip-exact-learn-2``) the output embedding, untied from the input one;
+  residual stream, and what learns is every block's attention output projection and MLP;
+  ``alphazip-exact-learn-2`` also learns the output embedding, untied from the input one;
+  ``alphazip-exact-learn-1`` and ``-2`` cut attention's inputs from the graph, so there is no
+  softmax to differentiate, while ``alphazip-exact-learn-3`` passes the gradient through
+  attention within the step's positions (``attention_backward``) and learns ``qkv`` too;
 - every product is an integer product of quantized values (rows per position for the gradient
   passed down, channels over all positions for a weight's gradient), every reduction a sum of
   integers;
@@ -28,15 +30,20 @@ import torch
 
 from . import exactmath as xm
 from . import native
-from .exact import ExactEngine, _rms_norm
+from .attention_backward import attention_backward
+from .exact import ExactCache, ExactEngine, _rms_norm
 from .intmm import QuantLinear, int_matmul
 from ..coding.frequencies import CONSTANTS, frequencies
 
 # The learning engines by the name archives record (bump when learning's arithmetic changes),
-# each with whether its output embedding learns too (untied from the input one); the newest first.
-LEARNING_ENGINES = {"alphazip-exact-learn-2": True, "alphazip-exact-learn-1": False}
+# each with what it learns beyond every block's o and MLP (the :class:`Learner`'s options): the
+# output embedding, untied from the input one; attention's qkv, the gradient passing through
+# attention. The newest first.
+LEARNING_ENGINES = {"alphazip-exact-learn-3": {"head": True, "attention": True},
+                    "alphazip-exact-learn-2": {"head": True, "attention": False},
+                    "alphazip-exact-learn-1": {"head": False, "attention": False}}
 LEARNING_ENGINE_NAME = next(iter(LEARNING_ENGINES))
-LEARNED = ("o", "gate_up", "down")  # each block's linear layers that learn
+TRACED = 3  # per block, the traced parts every engine reads: attention's output, the residual, gate and up
 EVERY = 64  # positions of every chunk between learning steps: one key block
 RATE = 1e-4  # Adam's step size
 BETAS = (0.9, 0.999)
@@ -49,18 +56,20 @@ class Learner:
     """A copy of ``engine`` that learns from the positions it is shown (:meth:`observe`) at each
     :meth:`learn`; ``engine`` itself is left as it was."""
 
-    def __init__(self, engine: ExactEngine, hf_model, rate: float = RATE, head: bool = True):
+    def __init__(self, engine: ExactEngine, hf_model, rate: float = RATE, head: bool = True, attention: bool = True):
         if engine.config.gemma or engine.config.gate != "silu":
             raise ValueError("learning as it codes is built for Llama models only")
         self.engine = copy.copy(engine)
         self.engine.layers = [copy.copy(layer) for layer in engine.layers]
         self.rate = rate
-        self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer).items()}
+        self.attention = attention
+        self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer, attention).items()}
                             for layer in hf_model.model.layers]
         self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if head else None
         self._head_rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (head's input, loss gradient at logits)
         self._unscaled = torch.ones_like(engine.head.scale)  # the loss gradient's kernel takes a scale per id
         self._rows: list[tuple[list, torch.Tensor]] = []  # (per-layer trace, gradient at the last residual)
+        self._places: list[tuple[ExactCache, torch.Tensor, torch.Tensor]] = []  # (cache, its rows, positions)
 
     def observe(self, trace: list, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor) -> None:
         """The positions of one forward call (``trace`` as :meth:`ExactEngine.forward` filled it,
@@ -71,11 +80,17 @@ class Learner:
         every = bool(scored.all())  # then the rows as they are: no copies
 
         def pick(tensor: torch.Tensor) -> torch.Tensor:
-            rows = tensor.reshape(-1, tensor.shape[-1])
+            rows = tensor.reshape(-1, *tensor.shape[2:])
             return rows if every else rows[scored]
 
-        layers = [tuple(pick(part) for part in parts) for parts in trace[:-1]]
-        residual = pick(trace[-1])
+        kept = None if self.attention else TRACED
+        layers = [tuple(pick(part) for part in parts[:kept]) for parts in trace[:-1]]
+        residual, cache, start = trace[-1]
+        if self.attention:
+            batch, count = residual.shape[:2]
+            self._places.append((cache, pick(torch.arange(batch).repeat_interleave(count)),
+                                 pick(torch.arange(start, start + count).repeat(batch))))
+        residual = pick(residual)
         targets = targets.reshape(-1) if every else targets.reshape(-1)[scored]
         normed = self._head_backward(pick(logits), targets, residual)
         self._rows.append((layers, _norm_backward(residual, self.engine.final_norm, self.engine.config.eps, normed)))
@@ -92,9 +107,11 @@ class Learner:
         mean = 1.0 / count
         if self._head is not None:
             self._learn_head(mean)
+        chunks = _chunks(self._places) if self.attention else None
+        self._places = []
         for index in reversed(range(len(self.engine.layers))):
-            attended, middle, gate_up = (torch.cat([layers[index][part] for layers, _ in rows]) for part in range(3))
-            gradient = self._layer_backward(index, attended, middle, gate_up, gradient, mean)
+            parts = [torch.cat([layers[index][part] for layers, _ in rows]) for part in range(len(rows[0][0][index]))]
+            gradient = self._layer_backward(index, parts, gradient, mean, chunks)
 
     def _learn_head(self, mean: float) -> None:
         """The output embedding's step, from the loss gradients at the logits and the head's inputs."""
@@ -118,11 +135,13 @@ class Learner:
             self._head_rows.append((_rms_norm(residual, self.engine.final_norm, self.engine.config.eps), gradient))
         return _backward_product(gradient * self.engine.head.scale, self.engine.head, scaled=True)
 
-    def _layer_backward(self, index: int, attended, middle, gate_up, gradient, mean) -> torch.Tensor:
-        """Block ``index`` learns from ``gradient`` [R, hidden] at its output; returns the gradient at
-        its input (through the MLP and the residual stream, not through attention)."""
+    def _layer_backward(self, index: int, parts: list[torch.Tensor], gradient, mean, chunks) -> torch.Tensor:
+        """Block ``index`` learns from ``gradient`` [R, hidden] at its output, ``parts`` its trace of
+        the step's rows; returns the gradient at its input (through the MLP and the residual
+        stream, and through attention where ``chunks`` (:func:`_chunks`) are given)."""
         layer, c = self.engine.layers[index], self.engine.config
         optimizers = self._optimizers[index]
+        attended, middle, gate_up = parts[:TRACED]
         activated = self.engine._gate(gate_up)
         normed = _rms_norm(middle, layer.norm2, c.eps)
         down_gradient = _weight_gradient(gradient, activated)
@@ -131,21 +150,57 @@ class Learner:
         gate_up_weight_gradient = _weight_gradient(gate_up_gradient, normed)
         middle_gradient = _norm_backward(middle, layer.norm2, c.eps, _backward_product(gate_up_gradient, layer.gate_up))
         middle_gradient.add_(gradient)
-        o_gradient = _weight_gradient(middle_gradient, attended)
-        for name, weight_gradient in (("down", down_gradient), ("gate_up", gate_up_weight_gradient),
-                                      ("o", o_gradient)):
+        steps = {"down": down_gradient, "gate_up": gate_up_weight_gradient,
+                 "o": _weight_gradient(middle_gradient, attended)}
+        input_gradient = middle_gradient
+        if chunks is not None:
+            before, queries, query_scale = parts[TRACED:]
+            attended_gradient = _backward_product(middle_gradient, layer.o)
+            qkv_gradient = torch.empty((len(before), layer.qkv.out_features))
+            for cache, row, rows, positions in chunks:
+                qkv_gradient[rows] = attention_backward(self.engine, cache, index, row, positions, queries[rows],
+                                                        query_scale[rows], attended[rows], attended_gradient[rows])
+            steps["qkv"] = _weight_gradient(qkv_gradient, _rms_norm(before, layer.norm1, c.eps))
+            input_gradient = _norm_backward(before, layer.norm1, c.eps, _backward_product(qkv_gradient, layer.qkv))
+            input_gradient.add_(middle_gradient)
+        for name, weight_gradient in steps.items():
             setattr(layer, name, optimizers[name].step(weight_gradient, mean, self.rate))
         layer._pointers = None  # the one-call layer reads the new weights
-        return middle_gradient
+        return input_gradient
 
 
-def _float_weights(layer) -> dict[str, torch.Tensor]:
+def _float_weights(layer, attention: bool) -> dict[str, torch.Tensor]:
     """A transformers Llama block's float weights [out, in] of the layers that learn, by their
-    names in the exact engine."""
-    attention, mlp = layer.self_attn, layer.mlp
-    weights = {"o": attention.o_proj.weight, "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+    names in the exact engine: o and the MLP's, and qkv where ``attention`` learns."""
+    attention_layer, mlp = layer.self_attn, layer.mlp
+    weights = {"o": attention_layer.o_proj.weight, "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
                "down": mlp.down_proj.weight}
-    return {name: weights[name].detach().float().clone() for name in LEARNED}
+    if attention:
+        weights["qkv"] = torch.cat([attention_layer.q_proj.weight, attention_layer.k_proj.weight,
+                                    attention_layer.v_proj.weight])
+    return {name: weight.detach().float().clone() for name, weight in weights.items()}
+
+
+def _chunks(places: list[tuple[ExactCache, torch.Tensor, torch.Tensor]]
+            ) -> list[tuple[ExactCache, int, torch.Tensor, torch.Tensor]]:
+    """The step's rows by chunk, from what :meth:`Learner.observe` noted of each call (its cache,
+    and each kept row's row in it and position): (cache, row, the rows' indices among the step's,
+    their positions ascending) per chunk, whatever order and batch the rows came in."""
+    found: dict[tuple[int, int], tuple[ExactCache, int, list, list]] = {}
+    offset = 0
+    for cache, rows, positions in places:
+        for row in rows.unique().tolist():
+            mine = rows == row
+            entry = found.setdefault((id(cache), row), (cache, row, [], []))
+            entry[2].append(mine.nonzero()[:, 0] + offset)
+            entry[3].append(positions[mine])
+        offset += len(rows)
+    chunks = []
+    for cache, row, indices, positions in found.values():
+        positions = torch.cat(positions)
+        order = positions.argsort()
+        chunks.append((cache, row, torch.cat(indices)[order], positions[order]))
+    return chunks
 
 
 class _Adam:

@@ -50,6 +50,7 @@ def learnable(hf, which: str) -> list[torch.nn.Parameter]:
               "head": [hf.lm_head.weight],
               "norm": [inner.norm.weight],
               "outhead": [hf.lm_head.weight],
+              "embed": [inner.embed_tokens.weight],  # after outhead: the input embedding alone
               # the gains of the final norm and of every norm before an MLP
               "norms": [inner.norm.weight] + [layer.post_attention_layernorm.weight for layer in inner.layers],
               # every block's o, gate, up and down, learning through the MLPs and the residual

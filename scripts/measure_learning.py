@@ -9,6 +9,7 @@ alphazip-exact-learn-2` gives those.
 """
 
 import argparse
+from dataclasses import asdict
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def main() -> None:
             for engine, rate in settings:
                 # the product's learner at this rate (the engine's own constant is what archives use)
                 model.learner = lambda engine, rate=rate: learning.Learner(
-                    model._engine(EXACT_ENGINE_NAME), model.hf, rate, **learning.LEARNING_ENGINES[engine])
+                    model._engine(EXACT_ENGINE_NAME), model.hf, rate, **asdict(learning.LEARNING_ENGINES[engine]))
                 started = time.perf_counter()
                 bits = sum(score_chunks(model, chunks, args.batch, engine=engine).bits)
                 baseline = baseline or bits

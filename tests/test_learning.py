@@ -1,6 +1,7 @@
 """Learning as it codes (``alphazip.model.learning``): it learns, what it learns depends on the
 positions alone (not how they were batched), and its compiled kernels give the torch path's bits."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,22 @@ def test_the_kernels_give_the_torch_paths_bits(level):
     assert torch.equal(kernel, reference.mul_(scale))
 
 
+@pytest.mark.skipif(not native.available(), reason="the compiled kernels were not built")
+@pytest.mark.parametrize("level", [0, 1, 3])
+def test_the_attention_backward_softmax_kernel_gives_the_torch_paths_bits(tiny, level):
+    from alphazip.model import attention_backward
+    constants = tiny._engine(EXACT_ENGINE_NAME)._constants
+    generator = torch.Generator().manual_seed(level)
+    scores = torch.randn(3, 2 * 5, 1100, generator=generator) * 30  # 3 heads, a group of 2, 5 positions
+    scores[0, 0, 3] = 0.0
+    positions = torch.tensor([0, 17, 640, 1098, 1099])
+    with kernel_build(level):
+        kernel = attention_backward._softmax(scores.clone(), positions, 2, constants)
+    torch_path = _torch_only(lambda: attention_backward._softmax(scores.clone(), positions, 2, constants))
+    assert torch.equal(kernel, torch_path)
+    assert kernel[:, 0, 1:].eq(0).all() and kernel[:, 0, 0].eq(1).all()  # the first position sees itself alone
+
+
 def _torch_only(call):
     library = native._LIBRARY
     native._LIBRARY = None
@@ -130,14 +147,31 @@ def test_the_newest_engine_learns_the_output_embedding_untied_and_the_first_does
     engine = tiny._engine(EXACT_ENGINE_NAME)
     tokens = _tokens(tiny, 2, 32)
     embedding, head = engine.embed.clone(), engine.head.weight_t.clone()
-    with_head, without = Learner(engine, tiny.hf, rate=1e-2), Learner(engine, tiny.hf, rate=1e-2, head=False)
+    with_head = Learner(engine, tiny.hf, rate=1e-2, **asdict(LEARNING_ENGINES[LEARNING_ENGINE_NAME]))
+    without = Learner(engine, tiny.hf, rate=1e-2, **asdict(LEARNING_ENGINES["alphazip-exact-learn-1"]))
     for learner in (with_head, without):
         _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 32))])
         learner.learn()
-    assert LEARNING_ENGINES[LEARNING_ENGINE_NAME] and not LEARNING_ENGINES["alphazip-exact-learn-1"]
     assert not torch.equal(with_head.engine.head.weight_t, head)
     assert without.engine.head is engine.head and torch.equal(engine.head.weight_t, head)
     assert torch.equal(with_head.engine.embed, embedding)  # the input side stays as it was
+
+
+def test_the_newest_engines_learn_attention_and_the_ones_before_do_not(tiny):
+    engine = tiny._engine(EXACT_ENGINE_NAME)
+    tokens = _tokens(tiny, 2, 32)
+    learners = {name: Learner(engine, tiny.hf, rate=1e-2, **asdict(what)) for name, what in LEARNING_ENGINES.items()}
+    for learner in learners.values():
+        _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 32))])
+        learner.learn()
+    for name, learner in learners.items():
+        changed = [not torch.equal(mine.qkv.weight_t, original.qkv.weight_t)
+                   for mine, original in zip(learner.engine.layers, engine.layers)]
+        assert all(changed) if LEARNING_ENGINES[name].attention else not any(changed)
+    assert LEARNING_ENGINES[LEARNING_ENGINE_NAME].attention
+    # the gradient through attention reaches the lower block's MLP too: it learns otherwise
+    newest, before = learners["alphazip-exact-learn-3"], learners["alphazip-exact-learn-2"]
+    assert not torch.equal(newest.engine.layers[0].down.weight_t, before.engine.layers[0].down.weight_t)
 
 
 def test_ac_leaves_its_bias_out_where_the_model_learns_its_head(tiny):
@@ -167,7 +201,7 @@ def test_learning_is_refused_for_models_it_does_not_cover():
 def test_a_learning_archive_that_would_not_fit_the_memory_limit_is_refused():
     """Its group's chunks are stepped together whatever the batch, like a sharing coder's."""
     data = TEXT[:3000]
-    blob = Compressor(Settings(model=TINY, mode="model", backend="brotli", engine=LEARNING_ENGINE_NAME,
+    blob = Compressor(Settings(model=TINY, mode="model", backend="brotli", engine="alphazip-exact-learn-3",
                                context=100)).compress(data)
     with pytest.raises(MemoryLimitError, match="stepped together"):
         Decompressor(batch=1, memory_limit=2_000_000).decompress(blob)

@@ -196,6 +196,38 @@ TARGET_AVX2 static int64_t softmax_avx2(SOFTMAX_PARAMETERS) { return softmax_row
 TARGET_V4 static int64_t softmax_v4(SOFTMAX_PARAMETERS) { return softmax_row_body(SOFTMAX_ARGUMENTS); }
 static int64_t (*softmax_row)(SOFTMAX_PARAMETERS) = softmax_baseline;
 
+/* Learning's softmax (attention_backward.py's _softmax) of one row of base-2 scores, in place:
+ * over its first n keys (those it sees), 0 for the rest of its width; the float steps as the
+ * torch path takes them, the denominator a sum of integers. ``ints``: scratch of n. */
+static inline __attribute__((always_inline)) void probabilities_row_body(int n, int width, float *row, int32_t *ints,
+                                                                        const float *constants) {
+    const float unit = constants[0];
+    const float *coefficients = constants + 2;
+    const float top = largest(row, n);
+    for (int j = 0; j < n; j++) {
+        const float e = exp2_exact(row[j] - top, coefficients);
+        ints[j] = (int32_t)round_even(e * unit);
+        row[j] = e;
+    }
+    int64_t units = 0;
+    for (int piece = 0; piece < n; piece += SUM_PIECE) {
+        const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n;
+        int32_t sum = 0;
+        for (int j = piece; j < end; j++) sum += ints[j];
+        units += sum;
+    }
+    const float denominator = (float)((double)units / (double)unit);
+    for (int j = 0; j < n; j++) row[j] = row[j] / denominator;
+    for (int j = n; j < width; j++) row[j] = 0.0f;
+}
+
+#define PROBABILITIES_PARAMETERS int n, int width, float *row, int32_t *ints, const float *constants
+#define PROBABILITIES_ARGUMENTS n, width, row, ints, constants
+static void probabilities_baseline(PROBABILITIES_PARAMETERS) { probabilities_row_body(PROBABILITIES_ARGUMENTS); }
+TARGET_AVX2 static void probabilities_avx2(PROBABILITIES_PARAMETERS) { probabilities_row_body(PROBABILITIES_ARGUMENTS); }
+TARGET_V4 static void probabilities_v4(PROBABILITIES_PARAMETERS) { probabilities_row_body(PROBABILITIES_ARGUMENTS); }
+static void (*probabilities_row)(PROBABILITIES_PARAMETERS) = probabilities_baseline;
+
 /* Scratch of one thread: room for ``rows`` query rows over ``span`` keys of ``dim`` values. */
 typedef struct {
     int32_t *qpairs, *dots, *ints, *acc32, *spare, *spare_dots;
@@ -587,6 +619,7 @@ int alphazip_select_isa(int level) {
     qk_tile = vnni ? qk_tile_vnni : level == 2 ? qk_tile_v4 : level == 1 ? qk_tile_avx2 : qk_tile_baseline;
     av_tile = vnni ? av_tile_vnni : level == 2 ? av_tile_v4 : level == 1 ? av_tile_avx2 : av_tile_baseline;
     softmax_row = level == 2 ? softmax_v4 : level == 1 ? softmax_avx2 : softmax_baseline;
+    probabilities_row = level == 2 ? probabilities_v4 : level == 1 ? probabilities_avx2 : probabilities_baseline;
     tile_lanes = level == 2 ? 16 : level == 1 ? 8 : 4;
     gate_rows = level == 2 ? gate_v4 : level == 1 ? gate_avx2 : gate_baseline;
     gate_backward_rows = level == 2 ? gate_backward_v4 : level == 1 ? gate_backward_avx2 : gate_backward_baseline;
@@ -619,6 +652,27 @@ void alphazip_gate_backward(long rows, int width, const float *gate_up, const fl
         float *to = out + r * 2 * width;
         gate_backward_rows(0, width, row, row + width, gradient + r * width, to, to + width, constants);
     }
+}
+
+/* scores [rows, width] base-2, in place -> learning's softmax over the first visible[r] keys of
+ * each row (1 <= visible[r] <= width), 0 beyond. constants: the forward pass's (unit, levels,
+ * the exp2 polynomial). Returns nonzero if out of memory. */
+int alphazip_probabilities(long rows, int width, float *scores, const int32_t *visible, const float *constants,
+                           int threads) {
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (rows * width >= SMALL_WORK)
+    {
+        int32_t *ints = malloc(sizeof(int32_t) * (size_t)width);
+        if (ints == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (long r = 0; r < rows; r++)
+            if (ints != NULL) probabilities_row(visible[r], width, scores + r * (long)width, ints, constants);
+        free(ints);
+    }
+    return failed;
 }
 
 void alphazip_frequencies(long rows, int width, const float *logits, const int64_t *tokens, int64_t *cums,

@@ -20,6 +20,7 @@ Every reduction is exact, so the bits depend on nothing but the inputs:
 import torch
 
 from . import exactmath as xm
+from . import native
 from .exact import SOFTMAX_UNIT, ExactCache, _exact_sum, keys_by_dimension, values_by_position
 from .intmm import ACTIVATION_LEVELS, exact_f32_matmul
 
@@ -48,9 +49,9 @@ def attention_backward(engine, cache: ExactCache, index: int, row: int, position
     key_steps = cache.key_steps[index][row, :, None, :span]  # [KV, 1, S]
     values = values_by_position(cache.values[index][row:row + 1, :, :span // 2])[0].float()  # [KV, S, D]
     value_steps = cache.value_steps[index][row, :, None, :span]
-    visible = (torch.arange(span)[None, :] <= positions[:, None]).repeat(group, 1)  # [G n, S]
 
-    probabilities = _softmax(exact_f32_matmul(q, keys).mul_(key_steps).mul_(q_scale), visible)
+    probabilities = _softmax(exact_f32_matmul(q, keys).mul_(key_steps).mul_(q_scale), positions, group,
+                             engine._constants)
     out_gradient = by_head(gradient)
     # The softmax's gradient: p (dL/dp - sum_j p_j dL/dp_j), the sum being the gradient's dot
     # product with attention's output.
@@ -72,9 +73,13 @@ def attention_backward(engine, cache: ExactCache, index: int, row: int, position
                       value_gradient.transpose(0, 1).reshape(count, -1)], dim=1)
 
 
-def _softmax(scores: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """Softmax of base-2 ``scores`` [KV, G n, S] over the ``visible`` keys [G n, S] (0 elsewhere):
-    exp2 from exactmath, the denominator counted in units of 2^-20 as the forward pass does."""
+def _softmax(scores: torch.Tensor, positions: torch.Tensor, group: int, constants: torch.Tensor) -> torch.Tensor:
+    """Softmax of base-2 ``scores`` [KV, G n, S] in place, each row (g, i) over the keys up to
+    ``positions`` [n] (0 beyond): exp2 from exactmath, the denominator counted in units of 2^-20
+    as the forward pass does; by the compiled kernel where built (``constants``: the engine's)."""
+    if native.available():
+        return native.probabilities(scores, (positions + 1).repeat(scores.shape[0] * group), constants)
+    visible = (torch.arange(scores.shape[-1])[None, :] <= positions[:, None]).repeat(group, 1)  # [G n, S]
     scores.masked_fill_(~visible, -torch.inf)
     e = xm.exp2_(scores.sub_(scores.amax(-1, keepdim=True))).mul_(visible)
     denominator = _exact_sum(torch.round(e * SOFTMAX_UNIT)) / SOFTMAX_UNIT

@@ -25,6 +25,7 @@ stepping one position at a time learns what the encoder learned from whole segme
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -35,13 +36,21 @@ from .exact import ExactCache, ExactEngine, _rms_norm
 from .intmm import QuantLinear, int_matmul
 from ..coding.frequencies import CONSTANTS, frequencies
 
-# The learning engines by the name archives record (bump when learning's arithmetic changes),
-# each with what it learns beyond every block's o and MLP (the :class:`Learner`'s options): the
-# output embedding, untied from the input one; attention's qkv, the gradient passing through
-# attention. The newest first.
-LEARNING_ENGINES = {"alphazip-exact-learn-3": {"head": True, "attention": True},
-                    "alphazip-exact-learn-2": {"head": True, "attention": False},
-                    "alphazip-exact-learn-1": {"head": False, "attention": False}}
+
+@dataclass(frozen=True)
+class Learning:
+    """What an engine learns beyond every block's o and MLP: the :class:`Learner`'s options
+    (``dataclasses.asdict``)."""
+
+    head: bool  # the output embedding, untied from the input one
+    attention: bool  # attention's qkv, the gradient passing through attention
+
+
+# The learning engines by the name archives record (bump when learning's arithmetic changes);
+# the newest first.
+LEARNING_ENGINES = {"alphazip-exact-learn-3": Learning(head=True, attention=True),
+                    "alphazip-exact-learn-2": Learning(head=True, attention=False),
+                    "alphazip-exact-learn-1": Learning(head=False, attention=False)}
 LEARNING_ENGINE_NAME = next(iter(LEARNING_ENGINES))
 TRACED = 3  # per block, the traced parts every engine reads: attention's output, the residual, gate and up
 EVERY = 64  # positions of every chunk between learning steps: one key block

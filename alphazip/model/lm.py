@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,9 @@ class LanguageModel:
         learning = 0
         if self.learns(engine):  # per position: attention's output, the residual, gate and up, per layer
             kept = (2 * config.hidden_size + 2 * config.intermediate_size) * config.num_hidden_layers
-            if LEARNING_ENGINES[engine]["head"]:  # and the head's input and the loss gradient at the logits
+            if LEARNING_ENGINES[engine].head:  # and the head's input and the loss gradient at the logits
                 kept += config.hidden_size + config.vocab_size
-            if LEARNING_ENGINES[engine]["attention"]:  # the residual before attention, the queries and steps
+            if LEARNING_ENGINES[engine].attention:  # the residual before attention, the queries and steps
                 kept += (config.hidden_size + config.hidden_size // 4 + config.num_attention_heads) * config.num_hidden_layers
             learning = min(length, LEARNING_EVERY) * kept * 4
         return cache + step + length * recall.BYTES_PER_POSITION + learning
@@ -169,13 +170,13 @@ class LanguageModel:
     @staticmethod
     def learns_head(engine: str) -> bool:
         """Whether ``engine``'s model also learns its output embedding as it codes."""
-        return engine in LEARNING_ENGINES and LEARNING_ENGINES[engine]["head"]
+        return engine in LEARNING_ENGINES and LEARNING_ENGINES[engine].head
 
     def learner(self, engine: str) -> Learner | None:
         """A fresh learner for one group of chunks where ``engine`` learns as it codes, else None."""
         if not self.learns(engine):
             return None
-        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, **LEARNING_ENGINES[engine])
+        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, **asdict(LEARNING_ENGINES[engine]))
 
     def probe(self, engine: str) -> str:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""

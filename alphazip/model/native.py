@@ -42,6 +42,7 @@ _SIGNATURES = {
     "alphazip_gate_backward": [_LONG, _INT] + [_POINTER] * 4 + [_INT],
     "alphazip_quantize_columns": [_INT, _INT, _POINTER, _FLOAT, _POINTER, _POINTER, _INT],
     "alphazip_adam_step": [_INT, _INT] + [_POINTER] * 9 + [_INT],
+    "alphazip_probabilities": [_LONG, _INT] + [_POINTER] * 3 + [_INT],
     "alphazip_llama_layer": [_INT] * 10 + [ctypes.c_double, _FLOAT, _FLOAT] + [_POINTER] * 10 + [_INT, _INT],
 }
 
@@ -64,6 +65,7 @@ def _load() -> tuple[ctypes.CDLL | None, int | None]:
             library.alphazip_int_matmul.restype = library.alphazip_attend.restype = _INT
             library.alphazip_packed_linear.restype = library.alphazip_amx_available.restype = _INT
             library.alphazip_packed_linear_rows.restype = library.alphazip_llama_layer.restype = _INT
+            library.alphazip_probabilities.restype = _INT
             library.alphazip_amx_packed_size.restype, library.alphazip_amx_packed_size.argtypes = _LONG, [_INT, _INT]
             library.alphazip_select_isa.restype, library.alphazip_select_isa.argtypes = _INT, [_INT]
         except (OSError, AttributeError):
@@ -436,6 +438,19 @@ def gate_backward(gate_up: torch.Tensor, gradient: torch.Tensor, constants: torc
     _LIBRARY.alphazip_gate_backward(rows, width, gate_up.data_ptr(), gradient.data_ptr(), out.data_ptr(),
                                     _pointer(constants), torch.get_num_threads())
     return out
+
+
+def probabilities(scores: torch.Tensor, visible: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """Learning's softmax of base-2 ``scores`` [..., S] in place, each row over its first
+    ``visible`` [rows] (int32) keys, 0 beyond: the bits of ``attention_backward``'s torch path."""
+    width = scores.shape[-1]
+    if len(constants) - 3 != KERNEL_EXP2_TERMS:
+        raise ValueError(f"the kernel's exp2 polynomial has {KERNEL_EXP2_TERMS} terms, not {len(constants) - 3}")
+    visible = visible.to(torch.int32).contiguous()  # held until the call returns
+    if _LIBRARY.alphazip_probabilities(scores.numel() // width, width, _pointer(scores), visible.data_ptr(),
+                                       _pointer(constants), torch.get_num_threads()):
+        raise MemoryError("out of memory in the probabilities kernel")
+    return scores
 
 
 def quantize_columns(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,9 +55,9 @@ def attention_backward(engine, cache: ExactCache, index: int, row: int, position
     out_gradient = by_head(gradient)
     # The softmax's gradient: p (dL/dp - sum_j p_j dL/dp_j), the sum being the gradient's dot
     # product with attention's output.
-    weight_gradient = _rows_times(out_gradient, values.transpose(1, 2)).mul_(value_steps)  # [KV, G n, S]
-    weight_gradient.sub_(xm.row_dot(out_gradient, by_head(attended)).float())
-    score_gradient = weight_gradient.mul_(probabilities)  # at the natural-log scores
+    probability_gradient = _rows_times(out_gradient, values.transpose(1, 2)).mul_(value_steps)  # [KV, G n, S]
+    probability_gradient.sub_(xm.row_dot(out_gradient, by_head(attended)).float())
+    score_gradient = probability_gradient.mul_(probabilities)  # at the natural-log scores
 
     query_gradient = _rows_times(score_gradient * key_steps, keys.transpose(1, 2)).mul_(c.score_scale)
     at_positions = score_gradient[:, :, positions].transpose(1, 2)  # [KV, n (keys), G n (queries)]

@@ -157,6 +157,18 @@ static void av_tile_scalar(AV_TILE_PARAMETERS) {
             }
 }
 
+/* The sum of n exp() values in units of 2^-20 (``ints``), in int32 pieces of SUM_PIECE keys. */
+static inline __attribute__((always_inline)) int64_t unit_sum(const int32_t *ints, int n) {
+    int64_t units = 0;
+    for (int piece = 0; piece < n; piece += SUM_PIECE) {
+        const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n; /* a plain bound: the loop vectorizes */
+        int32_t sum = 0;
+        for (int j = piece; j < end; j++) sum += ints[j];
+        units += sum;
+    }
+    return units;
+}
+
 /* One query row's softmax, from its integer dot products with keys first..last (``dots``, indexed
  * from key first): the float steps exactly as exact.py's torch path takes them. Writes the
  * weights as 14-bit integers into ``levels`` (indexed by key), returns the denominator in units of
@@ -173,13 +185,7 @@ static inline __attribute__((always_inline)) int64_t softmax_row_body(int n, con
         ints[j] = (int32_t)round_even(e * unit);
         row[j] = e * vstep[j];
     }
-    int64_t units = 0;
-    for (int piece = 0; piece < n; piece += SUM_PIECE) {
-        const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n; /* a plain bound: the loop vectorizes */
-        int32_t sum = 0;
-        for (int j = piece; j < end; j++) sum += ints[j];
-        units += sum;
-    }
+    const int64_t units = unit_sum(ints, n);
     float most = largest(row, n);
     if (!(most > 0.0f)) most = 1.0f;
     const float to_levels = (1.0f / most) * levels_max;
@@ -209,14 +215,7 @@ static inline __attribute__((always_inline)) void probabilities_row_body(int n, 
         ints[j] = (int32_t)round_even(e * unit);
         row[j] = e;
     }
-    int64_t units = 0;
-    for (int piece = 0; piece < n; piece += SUM_PIECE) {
-        const int end = piece + SUM_PIECE < n ? piece + SUM_PIECE : n;
-        int32_t sum = 0;
-        for (int j = piece; j < end; j++) sum += ints[j];
-        units += sum;
-    }
-    const float denominator = (float)((double)units / (double)unit);
+    const float denominator = (float)((double)unit_sum(ints, n) / (double)unit);
     for (int j = 0; j < n; j++) row[j] = row[j] / denominator;
     for (int j = n; j < width; j++) row[j] = 0.0f;
 }

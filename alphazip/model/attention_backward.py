@@ -97,17 +97,22 @@ def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def _rows_times(x: torch.Tensor, integers: torch.Tensor) -> torch.Tensor:
     """``x`` [..., M, K] (float32) times ``integers`` [..., K, N] (int8 values as float32), exactly:
     x quantized per row to 15-bit halves."""
-    high, low, step = _halves(x)
+    return _halves_times(_halves(x), integers)
+
+
+def _halves_times(halves: tuple[torch.Tensor, torch.Tensor, torch.Tensor], integers: torch.Tensor) -> torch.Tensor:
+    """Rows as :func:`_halves` gives them times ``integers`` [..., K, N], exactly."""
+    high, low, step = halves
     products = exact_f32_matmul(high, integers).mul_(256.0).add_(exact_f32_matmul(low, integers))
     return products.float().mul_(step)
 
 
 def _float_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a`` [..., M, K] times ``b`` [..., K, N], both float32: ``b`` quantized per row to 15-bit
-    halves, its steps folded into ``a``'s columns, then as :func:`_rows_times`."""
+    halves, its steps folded into ``a``'s columns, then ``a`` quantized once, as :func:`_rows_times`."""
     high, low, step = _halves(b)
-    scaled = a * step.transpose(-1, -2)
-    return _rows_times(scaled, high).mul_(256.0).add_(_rows_times(scaled, low))
+    scaled = _halves(a * step.transpose(-1, -2))
+    return _halves_times(scaled, high).mul_(256.0).add_(_halves_times(scaled, low))
 
 
 def _unrotate(gradient: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Run only when the format version changes on purpose, or when a new engine or coder needs its
 archives, naming the archives to write (--tiny, --real, --real-engine, --exact, --ac-bias,
---ac-share, --ac-recall); commit the result. An archive already in the folder is never rewritten: delete it
+--ac-share, --ac-recall, --learning); commit the result. An archive already in the folder is never rewritten: delete it
 first on purpose.
 """
 
@@ -16,6 +16,7 @@ from alphazip import Compressor, container  # noqa: E402
 from alphazip.backends import backend_names  # noqa: E402
 from alphazip.coding import coder_names  # noqa: E402
 from alphazip.model.exact import EXACT_ENGINE_NAME  # noqa: E402
+from alphazip.model.learning import LEARNING_ENGINES  # noqa: E402
 
 # One folder per format version: older folders stay as they were written, and must keep decoding.
 GOLDEN = ROOT / "tests" / "data" / "golden" / f"v{container.FORMAT_VERSION}"
@@ -93,6 +94,12 @@ def main() -> None:
         write_once(GOLDEN / "exact-tiny-ac-recall-model.az", compressor.compress(data))
         real = Compressor(backend="ac", context=64, mode="model", engine=EXACT_ENGINE_NAME).compress(excerpt)
         write_once(GOLDEN / "exact-smollm2-ac-recall.az", real)
+    if "--learning" in sys.argv:  # each learning engine: chunks long enough for a few learning steps
+        text = (ROOT / "data" / "alice-excerpt.txt").read_bytes()[:3000]
+        (GOLDEN / "learning.bin").write_bytes(text)
+        for engine in LEARNING_ENGINES:
+            compressor = Compressor(backend="ac", model=TINY, context=300, mode="model", engine=engine)
+            write_once(GOLDEN / f"learn-tiny-{engine.rsplit('-', 1)[1]}.az", compressor.compress(text))
     print(sorted(p.name for p in GOLDEN.iterdir()))
 
 

@@ -12,12 +12,15 @@ from conftest import TINY
 
 from alphazip import ChecksumError, Decompressor, ModelMismatchError, container
 from alphazip.model.exact import EXACT_ENGINE_NAME
+from alphazip.model.learning import LEARNING_ENGINES
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 VERSIONS = ("v1", "v2", "v3")
 TINY_ARCHIVES = sorted(path for version in VERSIONS for path in (GOLDEN / version).glob("tiny-*.az"))
 # The exact engine's archives (formats 2 and 3): they must decode on every machine, under every setting.
 EXACT_ARCHIVES = sorted(path for version in ("v2", "v3") for path in (GOLDEN / version).glob("exact-tiny-*.az"))
+# One per learning engine: what it learns must stay the same, bit for bit, or the engine is renamed.
+LEARNING_ARCHIVES = sorted((GOLDEN / "v3").glob("learn-tiny-*.az"))
 
 
 def test_golden_archives_exist():
@@ -26,6 +29,7 @@ def test_golden_archives_exist():
     # and ac in format 3
     assert len(EXACT_ARCHIVES) == 12 + 6
     assert container.FORMAT_VERSION == len(VERSIONS), "a new format version needs its golden folder"
+    assert [f"alphazip-exact-learn-{path.stem.rsplit('-', 1)[1]}" for path in LEARNING_ARCHIVES] == sorted(LEARNING_ENGINES)
 
 
 def decodes_or_refuses_clearly(blob: bytes, expected: bytes, model: str | None = None) -> None:
@@ -56,6 +60,14 @@ def test_golden_exact_engine_archive_decodes(tiny, path):
     assert container.read(blob).header.engine == EXACT_ENGINE_NAME
     original = (path.parent / ("frames.bin" if "mixed" in path.stem else "original.bin")).read_bytes()
     assert Decompressor(model=TINY).decompress(blob) == original
+
+
+@pytest.mark.parametrize("path", LEARNING_ARCHIVES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_golden_learning_archive_decodes(tiny, path, batch):
+    blob = path.read_bytes()
+    assert container.read(blob).header.engine in LEARNING_ENGINES
+    assert Decompressor(model=TINY, batch=batch).decompress(blob) == (GOLDEN / "v3" / "learning.bin").read_bytes()
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])

@@ -1,7 +1,7 @@
 """Learning as it codes (``alphazip.model.learning``): it learns, what it learns depends on the
 positions alone (not how they were batched), and its compiled kernels give the torch path's bits."""
 
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,11 @@ def _show(tiny, learner: Learner, tokens: np.ndarray, pieces: list[tuple[slice, 
         learner.observe(trace, logits, targets, torch.ones(targets.shape, dtype=torch.bool))
 
 
+def _at(rate: float, engine: str = LEARNING_ENGINE_NAME) -> learning.Learning:
+    """What ``engine`` learns, at a step size that shows on the tiny model within a few steps."""
+    return replace(LEARNING_ENGINES[engine], rate=rate, decay=0.0)
+
+
 def _weights(learner: Learner) -> list[torch.Tensor]:
     blocks = [getattr(layer, name) for layer in learner.engine.layers for name in ("qkv", "o", "gate_up", "down")]
     return [linear.weight_t for linear in blocks + [learner.engine.head]]
@@ -58,7 +63,7 @@ def test_learning_lowers_the_loss_on_what_it_read_and_leaves_the_engine_as_it_wa
     tokens = _tokens(tiny, 2, 64)
     before = [linear.weight_t.clone() for layer in engine.layers
               for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-    learner = Learner(engine, tiny.hf, rate=1e-2)
+    learner = Learner(engine, tiny.hf, _at(1e-2))
     start = _bits(tiny, learner.engine, tokens)
     for _ in range(8):
         _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 64))])
@@ -73,7 +78,7 @@ def test_what_it_learns_depends_on_the_positions_not_their_batching(tiny):
     (unpacking) learn the same weights, bit for bit."""
     engine = tiny._engine(EXACT_ENGINE_NAME)
     tokens = _tokens(tiny, 3, 24)
-    whole, stepped = Learner(engine, tiny.hf, rate=3e-3), Learner(engine, tiny.hf, rate=3e-3)
+    whole, stepped = Learner(engine, tiny.hf, _at(3e-3)), Learner(engine, tiny.hf, _at(3e-3))
     for start in (0, 12):
         _show(tiny, whole, tokens, [(slice(0, 3), slice(start, start + 12))])
         _show(tiny, stepped, tokens, [(rows, slice(t, t + 1)) for t in range(start, start + 12)
@@ -147,8 +152,8 @@ def test_the_newest_engine_learns_the_output_embedding_untied_and_the_first_does
     engine = tiny._engine(EXACT_ENGINE_NAME)
     tokens = _tokens(tiny, 2, 32)
     embedding, head = engine.embed.clone(), engine.head.weight_t.clone()
-    with_head = Learner(engine, tiny.hf, rate=1e-2, **asdict(LEARNING_ENGINES[LEARNING_ENGINE_NAME]))
-    without = Learner(engine, tiny.hf, rate=1e-2, **asdict(LEARNING_ENGINES["alphazip-exact-learn-1"]))
+    with_head = Learner(engine, tiny.hf, _at(1e-2))
+    without = Learner(engine, tiny.hf, _at(1e-2, "alphazip-exact-learn-1"))
     for learner in (with_head, without):
         _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 32))])
         learner.learn()
@@ -160,7 +165,7 @@ def test_the_newest_engine_learns_the_output_embedding_untied_and_the_first_does
 def test_the_newest_engines_learn_attention_and_the_ones_before_do_not(tiny):
     engine = tiny._engine(EXACT_ENGINE_NAME)
     tokens = _tokens(tiny, 2, 32)
-    learners = {name: Learner(engine, tiny.hf, rate=1e-2, **asdict(what)) for name, what in LEARNING_ENGINES.items()}
+    learners = {name: Learner(engine, tiny.hf, _at(1e-2, name)) for name in LEARNING_ENGINES}
     for learner in learners.values():
         _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 32))])
         learner.learn()

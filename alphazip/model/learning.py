@@ -39,11 +39,16 @@ from ..coding.frequencies import CONSTANTS, frequencies
 
 @dataclass(frozen=True)
 class Learning:
-    """What an engine learns beyond every block's o and MLP: the :class:`Learner`'s options
-    (``dataclasses.asdict``)."""
+    """What an engine learns beyond every block's o and MLP, and how fast."""
 
     head: bool  # the output embedding, untied from the input one
     attention: bool  # attention's qkv, the gradient passing through attention
+    rate: float = 1e-4  # Adam's step size at the first step
+    decay: float = 0.0  # the step size at step t (from 0) is rate / (1 + decay t)
+
+    def step_size(self, step: int) -> float:
+        """Adam's step size at ``step``: exactly rounded double operations, the same everywhere."""
+        return self.rate / (1.0 + self.decay * step)
 
 
 # The learning engines by the name archives record (bump when learning's arithmetic changes);
@@ -54,7 +59,6 @@ LEARNING_ENGINES = {"alphazip-exact-learn-3": Learning(head=True, attention=True
 LEARNING_ENGINE_NAME = next(iter(LEARNING_ENGINES))
 TRACED = 3  # per block, the traced parts every engine reads: attention's output, the residual, gate and up
 EVERY = 64  # positions of every chunk between learning steps: one key block
-RATE = 1e-4  # Adam's step size
 BETAS = (0.9, 0.999)
 EPSILON = 1e-8
 GRADIENT_LEVELS = 127  # a weight's gradient: int8 per channel on both sides of the outer product
@@ -65,16 +69,17 @@ class Learner:
     """A copy of ``engine`` that learns from the positions it is shown (:meth:`observe`) at each
     :meth:`learn`; ``engine`` itself is left as it was."""
 
-    def __init__(self, engine: ExactEngine, hf_model, rate: float = RATE, head: bool = True, attention: bool = True):
+    def __init__(self, engine: ExactEngine, hf_model, learning: Learning | None = None):
         if engine.config.gemma or engine.config.gate != "silu":
             raise ValueError("learning as it codes is built for Llama models only")
         self.engine = copy.copy(engine)
         self.engine.layers = [copy.copy(layer) for layer in engine.layers]
-        self.rate = rate
-        self.attention = attention
-        self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer, attention).items()}
+        self.learning = learning or LEARNING_ENGINES[LEARNING_ENGINE_NAME]
+        self.attention = self.learning.attention
+        self.steps = 0
+        self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer, self.attention).items()}
                             for layer in hf_model.model.layers]
-        self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if head else None
+        self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if self.learning.head else None
         self._head_rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (head's input, loss gradient at logits)
         self._unscaled = torch.ones_like(engine.head.scale)  # the loss gradient's kernel takes a scale per id
         self._rows: list[tuple[list, torch.Tensor]] = []  # (per-layer trace, gradient at the last residual)
@@ -113,22 +118,23 @@ class Learner:
         count = len(gradient)
         if count > MAX_ROWS:
             raise ValueError(f"{count} positions in one learning step, more than {MAX_ROWS}")
-        mean = 1.0 / count
+        mean, size = 1.0 / count, self.learning.step_size(self.steps)
+        self.steps += 1
         if self._head is not None:
-            self._learn_head(mean)
+            self._learn_head(mean, size)
         chunks = _chunks(self._places) if self.attention else None
         self._places = []
         for index in reversed(range(len(self.engine.layers))):
             parts = [torch.cat([layers[index][part] for layers, _ in rows]) for part in range(len(rows[0][0][index]))]
-            gradient = self._layer_backward(index, parts, gradient, mean, chunks)
+            gradient = self._layer_backward(index, parts, gradient, mean, size, chunks)
 
-    def _learn_head(self, mean: float) -> None:
+    def _learn_head(self, mean: float, size: float) -> None:
         """The output embedding's step, from the loss gradients at the logits and the head's inputs."""
         rows, self._head_rows = self._head_rows, []
         inputs = torch.cat([normed for normed, _ in rows])
         logit_gradient = torch.cat([gradient for _, gradient in rows])
         rows.clear()  # the per-observation pieces go before the step's own temporaries come
-        self.engine.head = self._head.step(_weight_gradient(logit_gradient, inputs), mean, self.rate)
+        self.engine.head = self._head.step(_weight_gradient(logit_gradient, inputs), mean, size)
 
     def _head_backward(self, logits: torch.Tensor, targets: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """The loss's gradient at the head's input, per row: (softmax - one-hot) through the head,
@@ -144,7 +150,7 @@ class Learner:
             self._head_rows.append((_rms_norm(residual, self.engine.final_norm, self.engine.config.eps), gradient))
         return _backward_product(gradient * self.engine.head.scale, self.engine.head, scaled=True)
 
-    def _layer_backward(self, index: int, parts: list[torch.Tensor], gradient, mean, chunks) -> torch.Tensor:
+    def _layer_backward(self, index: int, parts: list[torch.Tensor], gradient, mean, size, chunks) -> torch.Tensor:
         """Block ``index`` learns from ``gradient`` [R, hidden] at its output, ``parts`` its trace of
         the step's rows; returns the gradient at its input (through the MLP and the residual
         stream, and through attention where ``chunks`` (:func:`_chunks`) are given)."""
@@ -173,7 +179,7 @@ class Learner:
             input_gradient = _norm_backward(before, layer.norm1, c.eps, _backward_product(qkv_gradient, layer.qkv))
             input_gradient.add_(middle_gradient)
         for name, weight_gradient in steps.items():
-            setattr(layer, name, optimizers[name].step(weight_gradient, mean, self.rate))
+            setattr(layer, name, optimizers[name].step(weight_gradient, mean, size))
         layer._pointers = None  # the one-call layer reads the new weights
         return input_gradient
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +175,7 @@ class LanguageModel:
         """A fresh learner for one group of chunks where ``engine`` learns as it codes, else None."""
         if not self.learns(engine):
             return None
-        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, **asdict(LEARNING_ENGINES[engine]))
+        return Learner(self._engine(EXACT_ENGINE_NAME), self.hf, LEARNING_ENGINES[engine])
 
     def probe(self, engine: str) -> str:
         """Fingerprint of ``engine``'s logits on a fixed input ("" for engines without one)."""

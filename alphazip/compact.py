@@ -26,7 +26,7 @@ from .model.registry import BUILTIN_MODELS, PREFIX_HEX
 # before it recalled the model's states.
 BACKEND_IDS = ("brotli", "gzip", "huffman", "xz", "zstd", "rank-ac", "ac-1", "ac-plain", "ac-2", "ac-3", "ac")
 ENGINE_IDS = ("alphazip-exact-1", "alphazip-llama-2", "alphazip-gemma3-1", "transformers-static-step",
-              "alphazip-exact-learn-1", "alphazip-exact-learn-2", "alphazip-exact-learn-3")
+              "alphazip-exact-learn-1", "alphazip-exact-learn-2", "alphazip-exact-learn-3", "alphazip-exact-learn-4")
 DTYPE_IDS = ("float32", "bfloat16")
 LOCKSTEP_ENGINE = "transformers-static-step"
 # The settings of `alphazip pack` by default, recorded as the absence of settings.

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--rates", default="", help="Adam step sizes to start at, comma-separated (default: each engine's)")
     parser.add_argument("--decay", type=float, help="the step size at step t is rate / (1 + decay t) (default: each engine's)")
     parser.add_argument("--batch", type=int, default=16, help="chunks advanced together, as for pack")
-    parser.add_argument("--engines", default="alphazip-exact-learn-3", help="learning engines, comma-separated")
+    parser.add_argument("--engines", default="alphazip-exact-learn-4", help="learning engines, comma-separated")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from alphazip.bench import cpu_model

@@ -197,6 +197,22 @@ def test_archives_of_a_learning_model_round_trip(batch, engine):
     assert Decompressor(batch=batch).decompress(blob) == data
 
 
+def test_the_newest_engine_takes_smaller_steps_as_it_goes(tiny):
+    newest = LEARNING_ENGINES[LEARNING_ENGINE_NAME]
+    assert newest.decay > 0 and newest.step_size(0) == newest.rate
+    assert newest.step_size(int(1 / newest.decay)) == newest.rate / 2  # exact: rate / 2.0
+    assert all(later < earlier for earlier, later in zip(map(newest.step_size, range(50)), map(newest.step_size, range(1, 51))))
+    engine = tiny._engine(EXACT_ENGINE_NAME)
+    tokens = _tokens(tiny, 2, 32)
+    steady, shrinking = (Learner(engine, tiny.hf, replace(newest, rate=1e-2, decay=decay)) for decay in (0.0, 0.5))
+    for step in range(2):
+        for learner in (steady, shrinking):
+            _show(tiny, learner, tokens, [(slice(0, 2), slice(0, 32))])
+            learner.learn()
+        same = all(torch.equal(a, b) for a, b in zip(_weights(steady), _weights(shrinking)))
+        assert same == (step == 0)  # the first step is the same size, the second is not
+
+
 def test_learning_is_refused_for_models_it_does_not_cover():
     gemma, _ = tiny_gemma3()
     with pytest.raises(ValueError, match="Llama"):

@@ -11,6 +11,9 @@ bit, so the learning step keeps the exact engine's rules (``exactmath``):
   ``alphazip-exact-learn-1`` and ``-2`` cut attention's inputs from the graph, so there is no
   softmax to differentiate, while ``alphazip-exact-learn-3`` passes the gradient through
   attention within the step's positions (``attention_backward``) and learns ``qkv`` too;
+  ``alphazip-exact-learn-4`` learns what ``-3`` does, with a step size that shrinks as the steps
+  add up (:meth:`Learning.step_size`): large while the model has most to learn of the text,
+  small once it has read much of it;
 - every product is an integer product of quantized values (rows per position for the gradient
   passed down, channels over all positions for a weight's gradient), every reduction a sum of
   integers;
@@ -53,7 +56,8 @@ class Learning:
 
 # The learning engines by the name archives record (bump when learning's arithmetic changes);
 # the newest first.
-LEARNING_ENGINES = {"alphazip-exact-learn-3": Learning(head=True, attention=True),
+LEARNING_ENGINES = {"alphazip-exact-learn-4": Learning(head=True, attention=True, rate=1e-4, decay=0.01),
+                    "alphazip-exact-learn-3": Learning(head=True, attention=True),
                     "alphazip-exact-learn-2": Learning(head=True, attention=False),
                     "alphazip-exact-learn-1": Learning(head=False, attention=False)}
 LEARNING_ENGINE_NAME = next(iter(LEARNING_ENGINES))

@@ -78,12 +78,11 @@ class Learner:
             raise ValueError("learning as it codes is built for Llama models only")
         self.engine = copy.copy(engine)
         self.engine.layers = [copy.copy(layer) for layer in engine.layers]
-        self.learning = learning or LEARNING_ENGINES[LEARNING_ENGINE_NAME]
-        self.attention = self.learning.attention
-        self.steps = 0
-        self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer, self.attention).items()}
+        learning = learning or LEARNING_ENGINES[LEARNING_ENGINE_NAME]
+        self.learning, self.steps = learning, 0
+        self._optimizers = [{name: _Adam(weight) for name, weight in _float_weights(layer, learning.attention).items()}
                             for layer in hf_model.model.layers]
-        self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if self.learning.head else None
+        self._head = _Adam(hf_model.lm_head.weight.detach().float().clone()) if learning.head else None
         self._head_rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (head's input, loss gradient at logits)
         self._unscaled = torch.ones_like(engine.head.scale)  # the loss gradient's kernel takes a scale per id
         self._rows: list[tuple[list, torch.Tensor]] = []  # (per-layer trace, gradient at the last residual)
@@ -101,10 +100,10 @@ class Learner:
             rows = tensor.reshape(-1, *tensor.shape[2:])
             return rows if every else rows[scored]
 
-        kept = None if self.attention else TRACED
+        kept = None if self.learning.attention else TRACED
         layers = [tuple(pick(part) for part in parts[:kept]) for parts in trace[:-1]]
         residual, cache, start = trace[-1]
-        if self.attention:
+        if self.learning.attention:
             batch, count = residual.shape[:2]
             self._places.append((cache, pick(torch.arange(batch).repeat_interleave(count)),
                                  pick(torch.arange(start, start + count).repeat(batch))))
@@ -126,7 +125,7 @@ class Learner:
         self.steps += 1
         if self._head is not None:
             self._learn_head(mean, size)
-        chunks = _chunks(self._places) if self.attention else None
+        chunks = _chunks(self._places) if self.learning.attention else None
         self._places = []
         for index in reversed(range(len(self.engine.layers))):
             parts = [torch.cat([layers[index][part] for layers, _ in rows]) for part in range(len(rows[0][0][index]))]
@@ -233,16 +232,16 @@ class _Adam:
         self.second = torch.zeros_like(self.master)
         self.powers = (1.0, 1.0)  # beta1^t, beta2^t: products of exactly rounded steps (no libm pow)
 
-    def step(self, gradient: tuple[torch.Tensor, torch.Tensor, torch.Tensor], mean: float, rate: float
+    def step(self, gradient: tuple[torch.Tensor, torch.Tensor, torch.Tensor], mean: float, size: float
              ) -> QuantLinear:
-        """One step on the gradient (int32 outer-product sums [out, in], their row and column steps:
-        see :func:`_weight_gradient`) averaged over ``mean`` = 1 / positions; the layer requantized
-        from the masters."""
+        """One step of ``size`` on the gradient (int32 outer-product sums [out, in], their row and
+        column steps: see :func:`_weight_gradient`) averaged over ``mean`` = 1 / positions; the
+        layer requantized from the masters."""
         beta1, beta2 = BETAS
         self.powers = (self.powers[0] * beta1, self.powers[1] * beta2)
         constants = torch.tensor([mean, beta1, 1.0 - beta1, beta2, 1.0 - beta2,
                                   1.0 / math.sqrt(1.0 - self.powers[1]),  # exactly rounded, as IEEE's sqrt is
-                                  EPSILON, rate / (1.0 - self.powers[0])], dtype=torch.float32)
+                                  EPSILON, size / (1.0 - self.powers[0])], dtype=torch.float32)
         products, row_steps, col_steps = gradient
         if native.available():
             weight, scale = native.adam_step(products, row_steps, col_steps, constants, self.master, self.first,
